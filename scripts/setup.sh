@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs everything lorag needs, idempotently, saying what it does:
+#   - Python deps into .venv from the exact pins in requirements/lock.txt, then the workspace members editable;
+#   - tools and slow builds into a cache outside the checkout ($LORAG_CACHE, default ~/.cache/lorag):
+#     Weaviate (go install, ~5 min once), grpcurl, buf (npm).
+# Re-running does only what is missing or stale.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE=${LORAG_CACHE:-$HOME/.cache/lorag}
+BIN=$CACHE/bin
+mkdir -p "$BIN"
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+WEAVIATE_VERSION=v1.39.0
+GRPCURL_VERSION=v1.9.4
+BUF_VERSION=1.75.0
+
+# --- Python ------------------------------------------------------------------------------------------------
+if ! command -v uv >/dev/null 2>&1; then
+  say "installing uv (pip)"
+  python3 -m pip install --quiet uv
+fi
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv (Python 3.11)"
+  uv venv --quiet --python 3.11 .venv
+fi
+stamp=.venv/.lorag-lock.sha256
+want=$(cat requirements/lock.txt libs/*/pyproject.toml services/*/pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing pinned Python dependencies (first run downloads torch, about 2-5 minutes)"
+  uv pip sync --python .venv/bin/python requirements/lock.txt
+  members=()
+  for d in libs/* services/*; do [ -f "$d/pyproject.toml" ] && members+=(-e "$d"); done
+  say "installing workspace packages: ${members[*]}"
+  uv pip install --quiet --python .venv/bin/python --no-deps "${members[@]}"
+  echo "$want" > "$stamp"
+else
+  say "Python dependencies up to date"
+fi
+
+# --- Go tools (cached outside the checkout) ------------------------------------------------------------------
+go_tool() {  # name module version
+  local name=$1 module=$2 version=$3 marker="$BIN/.$1.version"
+  if [ -x "$BIN/$name" ] && [ "$(cat "$marker" 2>/dev/null)" = "$version" ]; then
+    say "$name $version cached in $BIN"; return
+  fi
+  say "building $name $version with go install (cached in $BIN; Weaviate takes about 5 minutes once)"
+  GOBIN="$BIN" GOFLAGS=-mod=mod go install "$module@$version"
+  echo "$version" > "$marker"
+}
+go_tool weaviate-server github.com/weaviate/weaviate/cmd/weaviate-server "$WEAVIATE_VERSION"
+go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION"
+
+# --- buf (npm, cached outside the checkout) ------------------------------------------------------------------
+if [ ! -x "$CACHE/node/node_modules/.bin/buf" ] || ! "$CACHE/node/node_modules/.bin/buf" --version 2>/dev/null | grep -q "^$BUF_VERSION"; then
+  say "installing buf $BUF_VERSION (npm)"
+  mkdir -p "$CACHE/node"
+  npm install --silent --no-audit --no-fund --prefix "$CACHE/node" "@bufbuild/buf@$BUF_VERSION"
+fi
+ln -sf "$CACHE/node/node_modules/.bin/buf" "$BIN/buf"
+say "buf $("$BIN/buf" --version) ready"
+say "done: .venv ready, tools in $BIN"
