@@ -22,17 +22,72 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clorag/common/v1/common.proto\x12\x0florag.common.v1\"B\n\x06Timing\x12\x10\n\x08queue_ns\x18\x01 \x01(\x03\x12\x14\n\x0cinference_ns\x18\x02 \x01(\x03\x12\x10\n\x08total_ns\x18\x03 \x01(\x03\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clorag/common/v1/common.proto\x12\x0florag.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\x06Timing\x12\x10\n\x08queue_ns\x18\x01 \x01(\x03\x12\x14\n\x0cinference_ns\x18\x02 \x01(\x03\x12\x10\n\x08total_ns\x18\x03 \x01(\x03\x12\x1e\n\x16time_to_first_token_ns\x18\x04 \x01(\x03\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"\x19\n\x07IntList\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\x1c\n\nDoubleList\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x1a\n\x08\x42oolList\x12\x0e\n\x06values\x18\x01 \x03(\x08\"\xef\x02\n\rMetadataValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12\x35\n\x0ftimestamp_value\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x32\n\x0bstring_list\x18\x06 \x01(\x0b\x32\x1b.lorag.common.v1.StringListH\x00\x12,\n\x08int_list\x18\x07 \x01(\x0b\x32\x18.lorag.common.v1.IntListH\x00\x12\x32\n\x0b\x64ouble_list\x18\x08 \x01(\x0b\x32\x1b.lorag.common.v1.DoubleListH\x00\x12.\n\tbool_list\x18\t \x01(\x0b\x32\x19.lorag.common.v1.BoolListH\x00\x42\x06\n\x04kind\"v\n\x06\x46ilter\x12-\n\x05\x66ield\x18\x01 \x01(\x0b\x32\x1c.lorag.common.v1.FieldFilterH\x00\x12\x35\n\tcomposite\x18\x02 \x01(\x0b\x32 .lorag.common.v1.CompositeFilterH\x00\x42\x06\n\x04kind\"~\n\x0b\x46ieldFilter\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x31\n\x08operator\x18\x02 \x01(\x0e\x32\x1f.lorag.common.v1.FilterOperator\x12-\n\x05value\x18\x03 \x01(\x0b\x32\x1e.lorag.common.v1.MetadataValue\"o\n\x0f\x43ompositeFilter\x12\x32\n\x08operator\x18\x01 \x01(\x0e\x32 .lorag.common.v1.LogicalOperator\x12(\n\x07\x66ilters\x18\x02 \x03(\x0b\x32\x17.lorag.common.v1.Filter\"\xf4\x02\n\x05\x43hunk\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x12\n\ncollection\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x12\n\nchar_start\x18\x06 \x01(\x05\x12\x10\n\x08\x63har_end\x18\x07 \x01(\x05\x12\x13\n\x0btoken_count\x18\x08 \x01(\x05\x12\x13\n\x0b\x63hunk_index\x18\t \x01(\x05\x12\r\n\x05title\x18\n \x01(\t\x12\x12\n\nsource_uri\x18\x0b \x01(\t\x12\x16\n\x0e\x63ontent_sha256\x18\x0c \x01(\t\x12\x36\n\x08metadata\x18\r \x03(\x0b\x32$.lorag.common.v1.Chunk.MetadataEntry\x1aO\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.lorag.common.v1.MetadataValue:\x02\x38\x01\"\xd6\x02\n\x10RetrievalOptions\x12)\n\x04mode\x18\x01 \x01(\x0e\x32\x1b.lorag.common.v1.SearchMode\x12\x12\n\x05\x61lpha\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12+\n\x06\x66usion\x18\x03 \x01(\x0e\x32\x1b.lorag.common.v1.FusionType\x12\'\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x17.lorag.common.v1.Filter\x12\x12\n\x05top_k\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x1c\n\x0f\x63\x61ndidate_count\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x06rerank\x18\x07 \x01(\x08H\x03\x88\x01\x01\x12\x0b\n\x03mmr\x18\x08 \x01(\x08\x12\x17\n\nmmr_lambda\x18\t \x01(\x02H\x04\x88\x01\x01\x42\x08\n\x06_alphaB\x08\n\x06_top_kB\x12\n\x10_candidate_countB\t\n\x07_rerankB\r\n\x0b_mmr_lambda\"\xc8\x01\n\x0bScoredChunk\x12%\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x16.lorag.common.v1.Chunk\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x19\n\x11\x66irst_stage_score\x18\x03 \x01(\x02\x12\x19\n\x0crerank_score\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x18\n\x10\x66irst_stage_rank\x18\x05 \x01(\x05\x12\x15\n\x08\x64istance\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x0f\n\r_rerank_scoreB\x0b\n\t_distance\"M\n\x0b\x44\x65gradation\x12.\n\x05stage\x18\x01 \x01(\x0e\x32\x1f.lorag.common.v1.RetrievalStage\x12\x0e\n\x06reason\x18\x02 \x01(\t\"k\n\x0fRetrievalTiming\x12\x10\n\x08\x65mbed_ns\x18\x01 \x01(\x03\x12\x11\n\tsearch_ns\x18\x02 \x01(\x03\x12\x11\n\trerank_ns\x18\x03 \x01(\x03\x12\x0e\n\x06mmr_ns\x18\x04 \x01(\x03\x12\x10\n\x08total_ns\x18\x05 \x01(\x03\"C\n\x0b\x43hatMessage\x12#\n\x04role\x18\x01 \x01(\x0e\x32\x15.lorag.common.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"6\n\x04\x43hat\x12.\n\x08messages\x18\x01 \x03(\x0b\x32\x1c.lorag.common.v1.ChatMessage\"\x92\x02\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x1b\n\x0emax_new_tokens\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x16\n\x0estop_sequences\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x04\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x07 \x01(\x02H\x05\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x11\n\x0f_max_new_tokensB\x07\n\x05_seedB\x15\n\x13_repetition_penalty\"/\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x0btoken_count\x18\x02 \x01(\x05\"@\n\x10\x41\x64\x61pterReference\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x61lias\x18\x03 \x01(\t*\xfa\x02\n\x0e\x46ilterOperator\x12\x1f\n\x1b\x46ILTER_OPERATOR_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46ILTER_OPERATOR_EQUAL\x10\x01\x12\x1d\n\x19\x46ILTER_OPERATOR_NOT_EQUAL\x10\x02\x12 \n\x1c\x46ILTER_OPERATOR_GREATER_THAN\x10\x03\x12)\n%FILTER_OPERATOR_GREATER_THAN_OR_EQUAL\x10\x04\x12\x1d\n\x19\x46ILTER_OPERATOR_LESS_THAN\x10\x05\x12&\n\"FILTER_OPERATOR_LESS_THAN_OR_EQUAL\x10\x06\x12\x18\n\x14\x46ILTER_OPERATOR_LIKE\x10\x07\x12 \n\x1c\x46ILTER_OPERATOR_CONTAINS_ANY\x10\x08\x12 \n\x1c\x46ILTER_OPERATOR_CONTAINS_ALL\x10\t\x12\x1b\n\x17\x46ILTER_OPERATOR_IS_NULL\x10\n*f\n\x0fLogicalOperator\x12 \n\x1cLOGICAL_OPERATOR_UNSPECIFIED\x10\x00\x12\x18\n\x14LOGICAL_OPERATOR_AND\x10\x01\x12\x17\n\x13LOGICAL_OPERATOR_OR\x10\x02*r\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SEARCH_MODE_VECTOR\x10\x01\x12\x17\n\x13SEARCH_MODE_KEYWORD\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03*a\n\nFusionType\x12\x1b\n\x17\x46USION_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46USION_TYPE_RANKED\x10\x01\x12\x1e\n\x1a\x46USION_TYPE_RELATIVE_SCORE\x10\x02*\x9d\x01\n\x0eRetrievalStage\x12\x1f\n\x1bRETRIEVAL_STAGE_UNSPECIFIED\x10\x00\x12\x19\n\x15RETRIEVAL_STAGE_EMBED\x10\x01\x12\x1a\n\x16RETRIEVAL_STAGE_SEARCH\x10\x02\x12\x1a\n\x16RETRIEVAL_STAGE_RERANK\x10\x03\x12\x17\n\x13RETRIEVAL_STAGE_MMR\x10\x04*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\x9d\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lorag.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TIMING']._serialized_start=49
-  _globals['_TIMING']._serialized_end=115
-  _globals['_USAGE']._serialized_start=117
-  _globals['_USAGE']._serialized_end=196
+  _globals['_CHUNK_METADATAENTRY']._loaded_options = None
+  _globals['_CHUNK_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_FILTEROPERATOR']._serialized_start=2738
+  _globals['_FILTEROPERATOR']._serialized_end=3116
+  _globals['_LOGICALOPERATOR']._serialized_start=3118
+  _globals['_LOGICALOPERATOR']._serialized_end=3220
+  _globals['_SEARCHMODE']._serialized_start=3222
+  _globals['_SEARCHMODE']._serialized_end=3336
+  _globals['_FUSIONTYPE']._serialized_start=3338
+  _globals['_FUSIONTYPE']._serialized_end=3435
+  _globals['_RETRIEVALSTAGE']._serialized_start=3438
+  _globals['_RETRIEVALSTAGE']._serialized_end=3595
+  _globals['_ROLE']._serialized_start=3597
+  _globals['_ROLE']._serialized_end=3677
+  _globals['_FINISHREASON']._serialized_start=3680
+  _globals['_FINISHREASON']._serialized_end=3837
+  _globals['_TIMING']._serialized_start=82
+  _globals['_TIMING']._serialized_end=180
+  _globals['_USAGE']._serialized_start=182
+  _globals['_USAGE']._serialized_end=261
+  _globals['_STRINGLIST']._serialized_start=263
+  _globals['_STRINGLIST']._serialized_end=291
+  _globals['_INTLIST']._serialized_start=293
+  _globals['_INTLIST']._serialized_end=318
+  _globals['_DOUBLELIST']._serialized_start=320
+  _globals['_DOUBLELIST']._serialized_end=348
+  _globals['_BOOLLIST']._serialized_start=350
+  _globals['_BOOLLIST']._serialized_end=376
+  _globals['_METADATAVALUE']._serialized_start=379
+  _globals['_METADATAVALUE']._serialized_end=746
+  _globals['_FILTER']._serialized_start=748
+  _globals['_FILTER']._serialized_end=866
+  _globals['_FIELDFILTER']._serialized_start=868
+  _globals['_FIELDFILTER']._serialized_end=994
+  _globals['_COMPOSITEFILTER']._serialized_start=996
+  _globals['_COMPOSITEFILTER']._serialized_end=1107
+  _globals['_CHUNK']._serialized_start=1110
+  _globals['_CHUNK']._serialized_end=1482
+  _globals['_CHUNK_METADATAENTRY']._serialized_start=1403
+  _globals['_CHUNK_METADATAENTRY']._serialized_end=1482
+  _globals['_RETRIEVALOPTIONS']._serialized_start=1485
+  _globals['_RETRIEVALOPTIONS']._serialized_end=1827
+  _globals['_SCOREDCHUNK']._serialized_start=1830
+  _globals['_SCOREDCHUNK']._serialized_end=2030
+  _globals['_DEGRADATION']._serialized_start=2032
+  _globals['_DEGRADATION']._serialized_end=2109
+  _globals['_RETRIEVALTIMING']._serialized_start=2111
+  _globals['_RETRIEVALTIMING']._serialized_end=2218
+  _globals['_CHATMESSAGE']._serialized_start=2220
+  _globals['_CHATMESSAGE']._serialized_end=2287
+  _globals['_CHAT']._serialized_start=2289
+  _globals['_CHAT']._serialized_end=2343
+  _globals['_SAMPLINGPARAMS']._serialized_start=2346
+  _globals['_SAMPLINGPARAMS']._serialized_end=2620
+  _globals['_TOKENDELTA']._serialized_start=2622
+  _globals['_TOKENDELTA']._serialized_end=2669
+  _globals['_ADAPTERREFERENCE']._serialized_start=2671
+  _globals['_ADAPTERREFERENCE']._serialized_end=2735
 # @@protoc_insertion_point(module_scope)
