@@ -17,9 +17,14 @@ GRPCURL_VERSION=v1.9.4
 BUF_VERSION=1.75.0
 
 # --- Python ------------------------------------------------------------------------------------------------
-if ! command -v uv >/dev/null 2>&1; then
-  say "installing uv (pip)"
-  python3 -m pip install --quiet uv
+if command -v uv >/dev/null 2>&1; then
+  uv() { command uv "$@"; }
+else
+  if ! python3 -m uv --version >/dev/null 2>&1; then
+    say "installing uv (pip)"
+    python3 -m pip install --quiet uv
+  fi
+  uv() { python3 -m uv "$@"; }
 fi
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv (Python 3.11)"

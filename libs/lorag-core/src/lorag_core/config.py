@@ -61,7 +61,10 @@ def load_settings(settings_cls: type[SettingsT], **overrides: object) -> Setting
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "?"
-            value = error.get("input")
-            problems.append(f"  {env_name(settings_cls, field)}={value!r}: {error['msg']}")
+            field = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            if field:
+                problems.append(f"  {env_name(settings_cls, field)}={error.get('input')!r}: {message}")
+            else:  # a rule across several variables; its message names them
+                problems.append(f"  {message}")
         raise ConfigError(f"invalid configuration for {settings_cls.__name__}:\n" + "\n".join(problems)) from None

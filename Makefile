@@ -1,0 +1,51 @@
+# lorag's verbs. `make demo` and `make test` install whatever is missing first (idempotently, with progress).
+SHELL := /bin/bash
+CACHE ?= $(HOME)/.cache/lorag
+PY := .venv/bin/python
+BUF := $(CACHE)/bin/buf
+export PATH := $(CACHE)/bin:$(PATH)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup protos check-protos lint breaking test test-fast demo up down status bench lock help
+
+help:  ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+setup:  ## install Python deps (.venv), Weaviate, grpcurl and buf into the cache (idempotent)
+	@scripts/setup.sh
+
+protos: setup  ## regenerate Python stubs from protos/
+	$(PY) scripts/gen_protos.py
+
+check-protos: setup  ## fail if the committed generated code is stale
+	$(PY) scripts/gen_protos.py --check
+
+lint: setup check-protos  ## buf lint (STANDARD + COMMENTS)
+	$(BUF) lint
+	@echo "buf lint: clean"
+
+breaking: setup  ## buf breaking against main (run on a branch before merging)
+	$(BUF) breaking --against '.git#branch=main'
+
+test: lint  ## the full test suite: unit, service and end-to-end tiers, on real Weaviate and real models
+	$(PY) -m pytest -p no:cacheprovider
+
+demo: setup  ## start the local stack and run the demo on embedded defaults
+	@scripts/demo.sh
+
+up: setup  ## start the local stack in the background
+	.venv/bin/lorag up
+
+down:  ## stop the local stack
+	.venv/bin/lorag down
+
+status:  ## health of each local service
+	.venv/bin/lorag status
+
+bench: setup  ## run the ratio benchmarks (figures, never asserted)
+	$(PY) benchmarks/embedding_bench.py
+
+lock:  ## re-resolve dependencies and export the exact pins (uv.lock stays out of git)
+	uv lock
+	uv export --all-packages --all-groups --no-emit-workspace --no-hashes --format requirements-txt -o requirements/lock.txt
