@@ -260,3 +260,27 @@ def test_config_reads_the_environment(monkeypatch):
     monkeypatch.setenv("LORAG_PROBE_GRACE_SECONDS", "2.5")
     settings = load_settings(ProbeSettings)
     assert (settings.port, settings.grace_seconds) == (50999, 2.5)
+
+
+# --- downstream errors --------------------------------------------------------------------------------------------
+
+
+async def test_downstream_errors_keep_their_meaning(probe_stub):
+    from lorag_core.downstream import downstream_call
+    from lorag_core.errors import LoragError, Unavailable
+
+    with pytest.raises(LoragError) as invalid:
+        await downstream_call("probe", probe_stub.Echo(probe_pb2.EchoRequest(fail_with="invalid")))
+    assert invalid.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert invalid.value.reason == "INVALID_ARGUMENT"
+    assert [(v.field, v.description) for v in invalid.value.violations] == [("text", "must not be 'bad'")]
+
+    with pytest.raises(LoragError) as crashed:
+        await downstream_call("probe", probe_stub.Echo(probe_pb2.EchoRequest(fail_with="crash")))
+    assert crashed.value.code == grpc.StatusCode.UNAVAILABLE
+    assert crashed.value.metadata == {"dependency": "probe", "dependency_code": "INTERNAL"}
+
+    async with grpc.aio.insecure_channel("127.0.0.1:1") as channel:
+        with pytest.raises(Unavailable) as down:
+            await downstream_call("nowhere", probe_pb2_grpc.ProbeServiceStub(channel).Echo(probe_pb2.EchoRequest(), timeout=2))
+    assert "nowhere is unavailable" in down.value.message
