@@ -7,5 +7,6 @@
 
 from lorag_client.embedding import EmbeddingClient
 from lorag_client.endpoints import DEFAULT_PORTS, address
+from lorag_client.indexer import IndexerClient
 
-__all__ = ["DEFAULT_PORTS", "EmbeddingClient", "address"]
+__all__ = ["DEFAULT_PORTS", "EmbeddingClient", "IndexerClient", "address"]

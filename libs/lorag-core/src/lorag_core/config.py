@@ -49,7 +49,16 @@ SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 def env_name(settings_cls: type[BaseSettings], field: str) -> str:
-    """The environment variable that sets ``field`` of ``settings_cls``."""
+    """The environment variable that sets ``field`` of ``settings_cls`` (its validation alias, if it has one).
+
+    Stack-wide settings such as ``LORAG_WEAVIATE_HOST`` are read through an alias rather than the service prefix;
+    pydantic reports those by the alias itself.
+    """
+    info = settings_cls.model_fields.get(field)
+    if info is None:  # already an alias
+        return field.upper()
+    if isinstance(info.validation_alias, str):
+        return info.validation_alias.upper()
     prefix = settings_cls.model_config.get("env_prefix", "") or ""
     return f"{prefix}{field}".upper()
 
