@@ -1,0 +1,1 @@
+"""lorag retrieval service: embed the query, search the indexer, rerank, MMR (``python -m lorag_retrieval``)."""

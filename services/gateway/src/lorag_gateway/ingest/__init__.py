@@ -1,0 +1,86 @@
+"""The gateway's ingestion domain logic, without gRPC: parse → chunk → ids and hashes.
+
+- ``parsing``: content (text or bytes, with a media type) → normalised text and title;
+- ``chunking``: token-aware chunks with overlap and exact character spans, under the embedding model's tokenizer;
+- ``documents``: validation, document ids, chunk ids, ``content_sha256``, and ``prepare_document``;
+"""
+
+from .chunking import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_OVERLAP_TOKENS,
+    MIN_MAX_TOKENS,
+    Chunker,
+    ChunkingStrategy,
+    TextChunk,
+    default_model_dir,
+    load_tokenizer,
+    model_token_limit,
+)
+from .documents import (
+    DOCUMENT_NAMESPACE,
+    LORAG_NAMESPACE,
+    DocumentInput,
+    MetadataValue,
+    PreparedChunk,
+    PreparedDocument,
+    canonical_collection,
+    chunk_id,
+    collection_violation,
+    content_sha256,
+    derive_document_id,
+    prepare_document,
+    prepare_documents,
+    tenant_violation,
+    validate_document,
+    validate_metadata,
+)
+from .parsing import (
+    DEFAULT_MAX_BYTES,
+    DOCUMENT_TOO_LARGE,
+    EMPTY_DOCUMENT,
+    INVALID_ENCODING,
+    SUPPORTED_MIME_TYPES,
+    UNPARSABLE_DOCUMENT,
+    UNSUPPORTED_MIME_TYPE,
+    ParsedDocument,
+    normalize_text,
+    parse,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_OVERLAP_TOKENS",
+    "DOCUMENT_NAMESPACE",
+    "DOCUMENT_TOO_LARGE",
+    "EMPTY_DOCUMENT",
+    "INVALID_ENCODING",
+    "LORAG_NAMESPACE",
+    "MIN_MAX_TOKENS",
+    "SUPPORTED_MIME_TYPES",
+    "UNPARSABLE_DOCUMENT",
+    "UNSUPPORTED_MIME_TYPE",
+    "Chunker",
+    "ChunkingStrategy",
+    "DocumentInput",
+    "MetadataValue",
+    "ParsedDocument",
+    "PreparedChunk",
+    "PreparedDocument",
+    "TextChunk",
+    "canonical_collection",
+    "chunk_id",
+    "collection_violation",
+    "content_sha256",
+    "default_model_dir",
+    "derive_document_id",
+    "load_tokenizer",
+    "model_token_limit",
+    "normalize_text",
+    "parse",
+    "prepare_document",
+    "prepare_documents",
+    "tenant_violation",
+    "validate_document",
+    "validate_metadata",
+]
