@@ -11,11 +11,10 @@ import uuid
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from lorag.gateway.v1 import gateway_service_pb2 as pb
 from lorag_client import GatewayClient, document
+from lorag_core.downstream import status_details
 
 COLLECTION = f"Kp{uuid.uuid4().hex[:8]}"
 TENANT = "acme"
@@ -148,13 +147,8 @@ async def test_delete_and_retrieve_errors_use_documented_codes(gateway):
     with pytest.raises(grpc.aio.AioRpcError) as bad_k:
         await gateway.retrieve("anything", collection=COLLECTION, tenant=TENANT, top_k=0)
     assert bad_k.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    status = rpc_status.from_call(bad_k.value)
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
+    _, _, violations = status_details(bad_k.value)
+    fields = [v.field for v in violations]
     assert any("top_k" in f for f in fields), fields
 
 

@@ -13,11 +13,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from lorag.embedding.v1 import embedding_service_pb2 as pb
 from lorag_client import EmbeddingClient
+from lorag_core.downstream import status_details
 from lorag_core.server import ServiceApp
 from lorag_embedding.backends.local import default_model_path
 from lorag_embedding.config import EmbeddingSettings
@@ -56,18 +55,9 @@ def reference_model():
 
 
 def reasons(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    status = rpc_status.from_call(error)
-    reason, fields = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return reason, fields
+    """The ErrorInfo reason ("" when none) and the BadRequest field paths of a failed call."""
+    reason, _, violations = status_details(error)
+    return reason or "", [v.field for v in violations]
 
 
 async def test_vectors_match_the_in_process_model(client, reference_model):

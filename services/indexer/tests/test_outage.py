@@ -15,14 +15,13 @@ import uuid
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
 from lorag_cli.stack.ports import PortPicker
 from lorag_cli.stack.weaviate import WeaviateServer
 from lorag_client import IndexerClient
 from lorag_client.indexer import chunk_record
+from lorag_core.downstream import status_details
 from lorag_core.errors import Unavailable
 from lorag_indexer.config import IndexerSettings
 from lorag_indexer.server import create_app
@@ -32,18 +31,9 @@ SERVICE = "lorag.indexer.v1.IndexerService"
 
 
 def reasons(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    status = rpc_status.from_call(error)
-    reason, fields = "", []
-    for detail in status.details if status else []:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return reason, fields
+    """The ErrorInfo reason ("" when none) and the BadRequest field paths of a failed call."""
+    reason, _, violations = status_details(error)
+    return reason or "", [v.field for v in violations]
 
 
 def closed_ports() -> tuple[int, int]:

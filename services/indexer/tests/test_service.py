@@ -9,9 +9,7 @@ from datetime import datetime, timezone
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,6 +18,7 @@ from lorag.common.v1 import common_pb2
 from lorag.indexer.v1 import indexer_service_pb2 as pb
 from lorag_client import IndexerClient
 from lorag_client.indexer import all_of, any_of, chunk_record, field_filter, metadata_value, python_value
+from lorag_core.downstream import status_details
 from lorag_indexer.config import IndexerSettings
 from lorag_indexer.server import create_app
 
@@ -94,18 +93,9 @@ def records(tenant: str, doc: str) -> list[pb.ChunkRecord]:
 
 
 def reasons(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    status = rpc_status.from_call(error)
-    reason, fields = "", []
-    for detail in status.details if status else []:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return reason, fields
+    """The ErrorInfo reason ("" when none) and the BadRequest field paths of a failed call."""
+    reason, _, violations = status_details(error)
+    return reason or "", [v.field for v in violations]
 
 
 async def fails(code: grpc.StatusCode, call) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]

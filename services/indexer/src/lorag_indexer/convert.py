@@ -716,8 +716,10 @@ def _field_filter(f: common_pb2.FieldFilter, fields: Mapping[str, FieldSpec], pa
     op = f.operator
     prop = Filter.by_property(spec.prop)
     vpath = f"{path}.value"
-    if op in (_OP.FILTER_OPERATOR_EQUAL, _OP.FILTER_OPERATOR_NOT_EQUAL):
-        v = _operand(
+
+    def compared() -> Any:
+        """The one value of the field's own type that ==, !=, <, <=, > and >= compare with."""
+        return _operand(
             f.value,
             element,
             _SCALAR_KINDS[element],
@@ -725,6 +727,9 @@ def _field_filter(f: common_pb2.FieldFilter, fields: Mapping[str, FieldSpec], pa
             errors,
             f"field {f.field!r} ({type_label}) compares with a {type_name(element)} value",
         )
+
+    if op in (_OP.FILTER_OPERATOR_EQUAL, _OP.FILTER_OPERATOR_NOT_EQUAL):
+        v = compared()
         if v is None:
             return None
         return prop.equal(v) if op == _OP.FILTER_OPERATOR_EQUAL else prop.not_equal(v)
@@ -732,14 +737,7 @@ def _field_filter(f: common_pb2.FieldFilter, fields: Mapping[str, FieldSpec], pa
         if element is MetadataType.BOOL:
             errors.add(f"{path}.operator", f"field {f.field!r} is boolean and has no order", "INVALID_FILTER")
             return None
-        v = _operand(
-            f.value,
-            element,
-            _SCALAR_KINDS[element],
-            vpath,
-            errors,
-            f"field {f.field!r} ({type_label}) compares with a {type_name(element)} value",
-        )
+        v = compared()
         if v is None:
             return None
         return getattr(prop, _RANGE_OPS[op])(v)

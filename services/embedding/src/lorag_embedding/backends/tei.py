@@ -23,7 +23,8 @@ header is sent; with it, ``Authorization: Bearer <api_key>`` (TEI's ``--api-key`
 
 Errors: HTTP 429 or ``error_type`` Overloaded → ``ResourceExhausted``; 400/413/422 (Empty, Validation, Tokenizer)
 → ``InvalidArgument`` on field ``texts``; connection failures, timeouts, 5xx, 424 (Backend) and any other status →
-``Unavailable``. Request rules (validation, truncation) are those of :mod:`lorag_embedding.backends.base`.
+``Unavailable`` (the status mapping is :func:`lorag_core.tei.tei_error`, shared with the retrieval service's TEI
+reranker). Request rules (validation, truncation) are those of :mod:`lorag_embedding.backends.base`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from huggingface_hub import AsyncInferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import hf_raise_for_status
 
-from lorag_core.errors import FieldViolation, InvalidArgument, LoragError, ResourceExhausted, Unavailable
+from lorag_core.errors import InvalidArgument, LoragError, Unavailable
+from lorag_core.tei import check_tei_client, tei_error
 from lorag_core.telemetry import get_logger
 from lorag_embedding.backends.base import EmbedResult, InputType, ModelInfo, apply_token_limit, validate_texts
 
@@ -70,13 +72,7 @@ class TEIEmbedder:
         max_client_batch_size: int | None = None,
         max_connections: int = 64,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"TEI url must start with http:// or https://, got {url!r}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        if max_client_batch_size is not None and max_client_batch_size < 1:
-            raise ValueError(f"max_client_batch_size must be at least 1, got {max_client_batch_size}")
-        self.url = url.rstrip("/")
+        self.url = check_tei_client(url, timeout, max_client_batch_size)
         self._api_key = api_key
         self._timeout = timeout
         self._model_id = model_id
@@ -300,29 +296,19 @@ class TEIEmbedder:
 
 def _from_http_error(exc: HfHubHTTPError, what: str, url: str) -> LoragError:
     """Map a TEI error response (``{"error": str, "error_type": str}`` with its status) to a lorag error."""
-    status = exc.response.status_code
-    error_type = ""
-    message = exc.server_message or ""
     try:
         body = exc.response.json()
-        if isinstance(body, dict):
-            error_type = str(body.get("error_type") or "").lower()
-            message = str(body.get("error") or message)
     except ValueError:
-        pass
-    message = message or exc.response.reason_phrase or f"HTTP {status}"
-    metadata = {"dependency": "tei", "url": url, "http_status": str(status)}
-    if error_type:
-        metadata["tei_error_type"] = error_type
-    if status == 429 or error_type == "overloaded":
-        return ResourceExhausted(f"TEI is overloaded: {message}; retry with backoff", metadata=metadata)
-    if status in (400, 413, 422) or error_type in ("validation", "tokenizer", "empty"):
-        return InvalidArgument(
-            message=f"texts: TEI refused the input: {message}",
-            metadata=metadata,
-            violations=[FieldViolation("texts", message)],
-        )
-    return Unavailable(f"TEI at {url} failed to {what} (HTTP {status}): {message}", metadata=metadata)
+        body = None
+    return tei_error(
+        exc.response.status_code,
+        body,
+        exc.server_message or exc.response.reason_phrase,
+        what=what,
+        url=url,
+        subject="TEI",
+        field="texts",
+    )
 
 
 async def _drop_authorization(request: httpx2.Request) -> None:

@@ -10,7 +10,8 @@ TEI's published API (``text-embeddings-router`` serving a sequence-classificatio
   so longer candidate lists are sent as several requests, concurrently, and merged.
 * Errors are JSON ``{"error": str, "error_type": str}``: 413 (batch too large, or input too long with
   ``truncate`` false) and 422 (validation, tokenizer) → ``InvalidArgument`` on ``passages``; 429 (overloaded)
-  → ``ResourceExhausted``; 424 (backend), 5xx, connection failures and timeouts → ``Unavailable``.
+  → ``ResourceExhausted``; 424 (backend), 5xx, connection failures and timeouts → ``Unavailable`` (the status
+  mapping is :func:`lorag_core.tei.tei_error`, shared with the embedding service's TEI backend).
 
 ``start()`` never needs TEI to be up: ``/info`` is read on first use (and retried on later calls until it answers).
 TEI does not report token counts for ``/rerank``, so ``prompt_tokens`` is 0.
@@ -25,7 +26,8 @@ from typing import Any
 
 import httpx
 
-from lorag_core.errors import FieldViolation, InvalidArgument, LoragError, ResourceExhausted, Unavailable
+from lorag_core.errors import LoragError, Unavailable
+from lorag_core.tei import check_tei_client, tei_error
 from lorag_core.telemetry import get_logger
 from lorag_retrieval.backends.base import RerankScores
 
@@ -54,13 +56,7 @@ class TEIReranker:
         max_client_batch_size: int | None = None,
         max_connections: int = 32,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"TEI url must start with http:// or https://, got {url!r}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        if max_client_batch_size is not None and max_client_batch_size < 1:
-            raise ValueError(f"max_client_batch_size must be at least 1, got {max_client_batch_size}")
-        self.url = url.rstrip("/")
+        self.url = check_tei_client(url, timeout, max_client_batch_size)
         self._model_override = model
         self._api_key = api_key
         self._timeout = timeout
@@ -204,29 +200,20 @@ class TEIReranker:
 
 def _from_http_error(response: httpx.Response, what: str, url: str) -> LoragError:
     """Map a TEI error response (``{"error": str, "error_type": str}`` with its status) to a lorag error."""
-    status = response.status_code
-    error_type, message = "", ""
     try:
-        body = response.json()
-        if isinstance(body, dict):
-            error_type = str(body.get("error_type") or "").lower()
-            message = str(body.get("error") or "")
+        body, fallback = response.json(), ""
     except ValueError:
-        message = response.text[:500]
-    message = message or response.reason_phrase or f"HTTP {status}"
-    metadata = {"dependency": "tei", "url": url, "http_status": str(status)}
-    if error_type:
-        metadata["tei_error_type"] = error_type
-    if status == 429 or error_type == "overloaded":
-        return ResourceExhausted(f"the TEI reranker is overloaded: {message}; retry with backoff", metadata=metadata)
-    if status in (400, 413, 422) or error_type in ("validation", "tokenizer", "empty"):
-        return InvalidArgument(
-            message=f"passages: the TEI reranker refused the input: {message}",
-            reason="RERANK_INPUT_REFUSED",
-            metadata=metadata,
-            violations=[FieldViolation("passages", message)],
-        )
-    return Unavailable(f"TEI at {url} failed to {what} (HTTP {status}): {message}", metadata=metadata)
+        body, fallback = None, response.text[:500]
+    return tei_error(
+        response.status_code,
+        body,
+        fallback or response.reason_phrase,
+        what=what,
+        url=url,
+        subject="the TEI reranker",
+        field="passages",
+        reason="RERANK_INPUT_REFUSED",
+    )
 
 
 __all__ = ["TEI_DEFAULT_MAX_CLIENT_BATCH", "TEIReranker"]
