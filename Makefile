@@ -45,6 +45,9 @@ status:  ## health of each local service
 
 bench: setup  ## run the ratio benchmarks (figures, never asserted)
 	$(PY) benchmarks/embedding_bench.py
+	$(PY) benchmarks/ingest_bench.py
+	$(PY) benchmarks/indexer_bench.py
+	$(PY) benchmarks/retrieval_bench.py
 
 lock:  ## re-resolve dependencies and export the exact pins (uv.lock stays out of git)
 	uv lock
