@@ -129,7 +129,14 @@ def exists(pid: int) -> bool:
 
 
 def is_running(pid: int, argv: list[str] | None = None) -> bool:
-    """True if `pid` is alive and, where /proc tells, still runs `argv` (guards against pid reuse)."""
+    """True if `pid` is alive and, where /proc tells, still runs `argv` (guards against pid reuse).
+
+    A child spawned by this process is judged by its Popen, which knows for certain: reading /proc while the
+    child starts can briefly disagree with `argv`, and a live child must never be reported as exited.
+    """
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
     if pid <= 0 or not exists(pid):
         return False
     if argv and _PROC.is_dir():
