@@ -262,9 +262,6 @@ def test_service_port_in_use_is_named(running: Running, monkeypatch: pytest.Monk
             LocalStack(env=env, services=[spec]).up(timeout=10)
 
 
-@pytest.mark.skipif(
-    not ServiceSpec("embedding", 50052).installed(), reason="lorag_embedding has no __main__ yet"
-)
 def test_real_embedding_service_comes_up(running: Running) -> None:
     _, base = running
     env = dict(base, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")

@@ -1,14 +1,11 @@
 """Service tier: the real retrieval service on port 0, with the real embedding service (packaged all-MiniLM-L6-v2)
 and the real indexer on the session's real Weaviate, all in this process, called over gRPC with the SDK.
-
-Skipped (with the reason) only while the indexer service has no server module yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import os
 import socket
 import subprocess
@@ -29,11 +26,6 @@ from lorag_client import EmbeddingClient, RetrievalClient
 from lorag_core.downstream import status_details
 from lorag_retrieval.config import RetrievalSettings
 from lorag_retrieval.server import create_app as create_retrieval
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("lorag_indexer.server") is None,
-    reason="the indexer service (lorag_indexer.server) is not written yet; these tests need a real indexer",
-)
 
 COLLECTION = f"Rtv{uuid.uuid4().hex[:8]}"  # unique per run: other modules share the session's Weaviate
 TENANT = "acme"
