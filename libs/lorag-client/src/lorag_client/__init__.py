@@ -9,9 +9,9 @@
 
 from lorag_client.embedding import EmbeddingClient
 from lorag_client.endpoints import DEFAULT_PORTS, address
-from lorag_client.gateway import GatewayClient, document, retrieval_options
+from lorag_client.gateway import GatewayClient, document
 from lorag_client.indexer import IndexerClient
-from lorag_client.retrieval import RetrievalClient
+from lorag_client.retrieval import RetrievalClient, retrieval_options
 
 __all__ = [
     "DEFAULT_PORTS",

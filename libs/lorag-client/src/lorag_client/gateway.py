@@ -10,13 +10,8 @@ from lorag.gateway.v1 import gateway_service_pb2 as pb
 from lorag.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from lorag_client.base import ServiceClient
 from lorag_client.indexer import metadata_value
+from lorag_client.retrieval import retrieval_options
 
-_MODES = {
-    "dense": common_pb2.SEARCH_MODE_VECTOR,
-    "vector": common_pb2.SEARCH_MODE_VECTOR,
-    "keyword": common_pb2.SEARCH_MODE_KEYWORD,
-    "hybrid": common_pb2.SEARCH_MODE_HYBRID,
-}
 
 
 def document(
@@ -46,30 +41,6 @@ def document(
     else:
         message.text = text or ""
     return message
-
-
-def retrieval_options(
-    *,
-    mode: str = "hybrid",
-    top_k: int | None = None,
-    alpha: float | None = None,
-    rerank: bool | None = None,
-    candidate_count: int | None = None,
-    mmr: bool = False,
-    mmr_lambda: float | None = None,
-    filter: common_pb2.Filter | None = None,  # noqa: A002
-) -> common_pb2.RetrievalOptions:
-    """RetrievalOptions from plain values; ``mode`` is dense, keyword or hybrid; unset values take the defaults."""
-    options = common_pb2.RetrievalOptions(mode=_MODES[mode], mmr=mmr)
-    for name, value in (
-        ("top_k", top_k), ("alpha", alpha), ("rerank", rerank), ("candidate_count", candidate_count),
-        ("mmr_lambda", mmr_lambda),
-    ):
-        if value is not None:
-            setattr(options, name, value)
-    if filter is not None:
-        options.filter.CopyFrom(filter)
-    return options
 
 
 class GatewayClient(ServiceClient):

@@ -12,13 +12,47 @@ from lorag_client.base import ServiceClient
 
 _MODES = {
     "vector": common_pb2.SEARCH_MODE_VECTOR,
+    "dense": common_pb2.SEARCH_MODE_VECTOR,
     "keyword": common_pb2.SEARCH_MODE_KEYWORD,
     "hybrid": common_pb2.SEARCH_MODE_HYBRID,
 }
 _FUSIONS = {"ranked": common_pb2.FUSION_TYPE_RANKED, "relative_score": common_pb2.FUSION_TYPE_RELATIVE_SCORE}
 
-Mode = Literal["vector", "keyword", "hybrid"]
+Mode = Literal["vector", "dense", "keyword", "hybrid"]
 Fusion = Literal["ranked", "relative_score"]
+
+
+def retrieval_options(
+    *,
+    mode: Mode | None = None,
+    alpha: float | None = None,
+    fusion: Fusion | None = None,
+    filter: common_pb2.Filter | None = None,  # noqa: A002 - the contract's name
+    top_k: int | None = None,
+    candidate_count: int | None = None,
+    rerank: bool | None = None,
+    mmr: bool = False,
+    mmr_lambda: float | None = None,
+) -> common_pb2.RetrievalOptions:
+    """A ``RetrievalOptions`` from keyword arguments; ``None`` leaves a field unset (the service's default).
+    ``mode`` is ``"vector"`` (or ``"dense"``), ``"keyword"`` or ``"hybrid"``."""
+    options = common_pb2.RetrievalOptions(mmr=mmr)
+    if mode is not None:
+        options.mode = _MODES[mode]
+    if fusion is not None:
+        options.fusion = _FUSIONS[fusion]
+    if filter is not None:
+        options.filter.CopyFrom(filter)
+    for name, value in (
+        ("alpha", alpha),
+        ("top_k", top_k),
+        ("candidate_count", candidate_count),
+        ("rerank", rerank),
+        ("mmr_lambda", mmr_lambda),
+    ):
+        if value is not None:
+            setattr(options, name, value)
+    return options
 
 
 class RetrievalClient(ServiceClient):
@@ -27,40 +61,10 @@ class RetrievalClient(ServiceClient):
     service = "retrieval"
     service_name = pb.DESCRIPTOR.services_by_name["RetrievalService"].full_name
 
+    options = staticmethod(retrieval_options)  # RetrievalClient.options(**fields), as documented
+
     def _make_stub(self) -> pb_grpc.RetrievalServiceStub:
         return pb_grpc.RetrievalServiceStub(self.channel)
-
-    @staticmethod
-    def options(
-        *,
-        mode: Mode | None = None,
-        alpha: float | None = None,
-        fusion: Fusion | None = None,
-        filter: common_pb2.Filter | None = None,  # noqa: A002 - the contract's name
-        top_k: int | None = None,
-        candidate_count: int | None = None,
-        rerank: bool | None = None,
-        mmr: bool = False,
-        mmr_lambda: float | None = None,
-    ) -> common_pb2.RetrievalOptions:
-        """A ``RetrievalOptions`` from keyword arguments; ``None`` leaves a field unset (the service's default)."""
-        options = common_pb2.RetrievalOptions(mmr=mmr)
-        if mode is not None:
-            options.mode = _MODES[mode]
-        if fusion is not None:
-            options.fusion = _FUSIONS[fusion]
-        if filter is not None:
-            options.filter.CopyFrom(filter)
-        for name, value in (
-            ("alpha", alpha),
-            ("top_k", top_k),
-            ("candidate_count", candidate_count),
-            ("rerank", rerank),
-            ("mmr_lambda", mmr_lambda),
-        ):
-            if value is not None:
-                setattr(options, name, value)
-        return options
 
     async def retrieve(
         self,
@@ -80,7 +84,7 @@ class RetrievalClient(ServiceClient):
         if options is not None and option_kwargs:
             raise TypeError("pass either options or option keyword arguments, not both")
         if options is None:
-            options = self.options(**option_kwargs)  # type: ignore[arg-type]
+            options = retrieval_options(**option_kwargs)  # type: ignore[arg-type]
         request = pb.RetrieveRequest(query=query, tenant=tenant, collection=collection, options=options)
         return await self.stub.Retrieve(request, timeout=self._timeout(timeout))
 

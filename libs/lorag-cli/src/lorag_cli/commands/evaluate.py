@@ -21,7 +21,7 @@ from rich.table import Table
 
 from lorag.gateway.v1 import gateway_service_pb2 as pb
 from lorag_cli.beir import distinct_documents, evaluate, iter_corpus, load_qrels, load_queries
-from lorag_cli.ingesting import stream_documents
+from lorag_cli.ingesting import IngestReport, stream_documents
 from lorag_cli.output import err, out, print_json, run_rpc
 from lorag_client import GatewayClient, document, retrieval_options
 
@@ -86,7 +86,7 @@ def retrieval(
     name = collection or "beir_" + "".join(c if c.isalnum() else "_" for c in beir.resolve().name)
     corpus = list(iter_corpus(beir))
 
-    async def call() -> tuple[object, dict[str, dict[str, float]]]:
+    async def call() -> tuple[IngestReport, dict[str, dict[str, float]]]:
         async with GatewayClient(timeout=300) as gateway:
             documents = (document(tenant=tenant, collection=name, id=d.id, title=d.title, text=f"{d.title}\n\n{d.text}")
                          for d in corpus)
@@ -100,8 +100,8 @@ def retrieval(
             return report, scores
 
     report, scores = run_rpc(call)
-    err.print(f"corpus: {report.to_dict()['documents']} documents ({report.counts['written']} written, "  # type: ignore[attr-defined]
-              f"{report.counts['unchanged']} unchanged, {report.counts['failed']} failed); "  # type: ignore[attr-defined]
+    err.print(f"corpus: {sum(report.counts.values())} documents ({report.counts['written']} written, "
+              f"{report.counts['unchanged']} unchanged, {report.counts['failed']} failed); "
               f"{len(queries)} {split} queries")
     if as_json:
         for m in modes:

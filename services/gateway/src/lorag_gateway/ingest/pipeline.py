@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -124,7 +124,7 @@ class IngestPipeline:
                 )
                 log.warning("document failed", document_id=document_id, code=error.code.name, reason=error.reason)
         self._documents.add(1, {**attributes, "outcome": result.outcome})
-        return IngestResult(**{**result.__dict__, "elapsed_ns": time.perf_counter_ns() - started})
+        return replace(result, elapsed_ns=time.perf_counter_ns() - started)
 
     async def _stage(self, name: str, step: Callable[..., Any], *args: Any) -> Any:
         started = time.perf_counter()
