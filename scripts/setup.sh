@@ -2,7 +2,8 @@
 # Installs everything lorag needs, idempotently, saying what it does:
 #   - Python deps into .venv from the exact pins in requirements/lock.txt, then the workspace members editable;
 #   - tools and slow builds into a cache outside the checkout ($LORAG_CACHE, default ~/.cache/lorag):
-#     Weaviate (go install, ~5 min once), grpcurl, buf (npm).
+#     Weaviate (go install, ~5 min once), grpcurl, ghz, helm, Jaeger (~5 min once), buf (npm);
+#   - docker-compose (Debian package) to validate the compose file statically, when apt can install it.
 # Re-running does only what is missing or stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 WEAVIATE_VERSION=v1.39.0
 GRPCURL_VERSION=v1.9.4
+GHZ_VERSION=v0.121.0
+HELM_VERSION=v3.22.0
+JAEGER_VERSION=v1.76.0
 BUF_VERSION=1.75.0
 
 # --- Python ------------------------------------------------------------------------------------------------
@@ -56,6 +60,32 @@ go_tool() {  # name module version
 }
 go_tool weaviate-server github.com/weaviate/weaviate/cmd/weaviate-server "$WEAVIATE_VERSION"
 go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION"
+go_tool ghz github.com/bojand/ghz/cmd/ghz "$GHZ_VERSION"
+go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+
+# Jaeger's module has replace directives, so `go install` refuses it; it builds as a tool of a small module.
+if [ -x "$BIN/jaeger" ] && [ "$(cat "$BIN/.jaeger.version" 2>/dev/null)" = "$JAEGER_VERSION" ]; then
+  say "jaeger $JAEGER_VERSION cached in $BIN"
+else
+  say "building jaeger $JAEGER_VERSION (about 5 minutes once, cached in $BIN)"
+  build=$CACHE/build/jaeger
+  rm -rf "$build" && mkdir -p "$build"
+  (cd "$build" && go mod init lorag.dev/jaeger-tool >/dev/null 2>&1 \
+    && go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" \
+    && go build -o "$BIN/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger)
+  echo "$JAEGER_VERSION" > "$BIN/.jaeger.version"
+fi
+
+# --- docker-compose v1 (Debian), only to validate docker-compose.yml without an engine -----------------------
+if ! command -v docker-compose >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing docker-compose (apt) to validate the compose file"
+    (apt-get install -y -qq docker-compose >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq docker-compose >/dev/null 2>&1; }) \
+      || say "docker-compose could not be installed; the compose check will say so"
+  else
+    say "docker-compose missing and apt unavailable; the compose check will say so"
+  fi
+fi
 
 # --- buf (npm, cached outside the checkout) ------------------------------------------------------------------
 if [ ! -x "$CACHE/node/node_modules/.bin/buf" ] || ! "$CACHE/node/node_modules/.bin/buf" --version 2>/dev/null | grep -q "^$BUF_VERSION"; then
