@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,10 +25,74 @@ def weaviate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeaviateServe
         yield server
 
 
+def build_demo_adapter(
+    target: Path, seed: int = 0, target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+) -> Path:
+    """Save a small real PEFT LoRA adapter for the default base model into ``target`` and return it.
+
+    LoRA initialises B to zero (the adapter starts as a no-op); B is drawn from a seeded normal distribution instead,
+    large enough that greedy output visibly differs from the base model's, so adapter selection is observable.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lorag_models import resolve_model
+
+    base = AutoModelForCausalLM.from_pretrained(resolve_model().path, dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=list(target_modules), lora_dropout=0.0, task_type="CAUSAL_LM")
+    model = get_peft_model(base, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    model.save_pretrained(target)
+    return target
+
+
 @pytest.fixture(scope="session")
-async def lorag_services(weaviate: WeaviateServer):
-    """Embedding, indexer, retrieval and gateway, each a real gRPC server on port 0 in this process, on the
-    session's Weaviate: the whole stack on loopback, with the embedding model loaded once.
+def make_demo_adapter(tmp_path_factory: pytest.TempPathFactory):
+    """A factory for demo adapters: ``make_demo_adapter(seed)`` -> folder (built once per seed per session)."""
+    built: dict[int, Path] = {}
+
+    def make(seed: int = 0) -> Path:
+        if seed not in built:
+            built[seed] = build_demo_adapter(tmp_path_factory.mktemp(f"demo-adapter-{seed}"), seed)
+        return built[seed]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def demo_adapter(make_demo_adapter) -> Path:  # type: ignore[no-untyped-def]
+    """A real PEFT LoRA adapter folder (adapter_config.json + safetensors) for the default base model, whose greedy
+    output differs from the base model's."""
+    return make_demo_adapter(0)
+
+
+@pytest.fixture(scope="session")
+async def generation_service():
+    """A real generation server (transformers backend, the default SmolLM2 model, loaded once) on port 0.
+
+    Yields its ``"host:port"``. Tests that change adapters should use their own names and unload them after.
+    """
+    from lorag_generation.config import GenerationSettings
+    from lorag_generation.server import create_app as create_generation
+
+    app, generation = create_generation(GenerationSettings(port=0))
+    await app.start()
+    await generation.start()
+    await app.set_serving()
+    yield app.address
+    await app.stop(0)
+    await generation.close()
+
+
+@pytest.fixture(scope="session")
+async def lorag_services(weaviate: WeaviateServer, generation_service: str):
+    """Embedding, indexer, retrieval, generation and gateway, each a real gRPC server on port 0 in this process, on
+    the session's Weaviate: the whole stack on loopback, with each model loaded once.
 
     Yields ``{service name: "host:port"}``.
     """
@@ -62,13 +127,9 @@ async def lorag_services(weaviate: WeaviateServer):
         RetrievalSettings(port=0, embedding_address=addresses["embedding"], indexer_address=addresses["indexer"])
     )
     addresses["retrieval"] = await launch(retrieval_app, retriever.start, retriever.close)
+    addresses["generation"] = generation_service
     gateway = Gateway(
-        GatewaySettings(
-            port=0,
-            embedding_address=addresses["embedding"],
-            indexer_address=addresses["indexer"],
-            retrieval_address=addresses["retrieval"],
-        )
+        GatewaySettings(port=0, **{f"{name}_address": addresses[name] for name in ("embedding", "indexer", "retrieval", "generation")})
     )
     addresses["gateway"] = await launch(gateway.app, None, gateway.close)
     yield addresses
