@@ -9,17 +9,26 @@
 
 from lorag_client.embedding import EmbeddingClient
 from lorag_client.endpoints import DEFAULT_PORTS, address
-from lorag_client.gateway import GatewayClient, document
+from lorag_client.gateway import Answer, AskDelta, Citation, GatewayClient, document
+from lorag_client.generation import GenerationClient
 from lorag_client.indexer import IndexerClient
 from lorag_client.retrieval import RetrievalClient, retrieval_options
+from lorag_client.sampling import sampling_params
+from lorag_client.training import TrainingClient
 
 __all__ = [
+    "Answer",
+    "AskDelta",
+    "Citation",
     "DEFAULT_PORTS",
     "EmbeddingClient",
     "GatewayClient",
+    "GenerationClient",
     "IndexerClient",
     "RetrievalClient",
+    "TrainingClient",
     "address",
     "document",
     "retrieval_options",
+    "sampling_params",
 ]

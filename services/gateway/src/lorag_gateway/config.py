@@ -27,6 +27,7 @@ class GatewaySettings(ServiceSettings):
     embedding_address: str | None = Field(None, description="host:port of the embedding service; overrides env.")
     indexer_address: str | None = Field(None, description="host:port of the indexer service; overrides env.")
     retrieval_address: str | None = Field(None, description="host:port of the retrieval service; overrides env.")
+    generation_address: str | None = Field(None, description="host:port of the generation service; overrides env.")
     max_document_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1, description="Largest document accepted by ingest.")
     ingest_concurrency: int = Field(8, ge=1, description="Documents of one ingest stream processed at once.")
     embed_batch_size: int = Field(64, ge=1, description="Chunks per Embed call while ingesting.")

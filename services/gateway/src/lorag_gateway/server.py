@@ -1,4 +1,4 @@
-"""Wires the gateway: clients of the internal services, the ingest pipeline and the servicer."""
+"""Wires the gateway: clients of the internal services, the ingest and ask pipelines and the servicer."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from lorag.gateway.v1 import gateway_service_pb2 as pb
 from lorag.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
-from lorag_client import EmbeddingClient, IndexerClient, RetrievalClient
+from lorag.generation.v1 import generation_service_pb2_grpc as generation_grpc
+from lorag_client import EmbeddingClient, IndexerClient, RetrievalClient, address
+from lorag_core.clients import create_channel
 from lorag_core.server import ServiceApp
+from lorag_gateway.ask.pipeline import AskPipeline
 from lorag_gateway.config import GatewaySettings
 from lorag_gateway.ingest.chunking import Chunker
 from lorag_gateway.ingest.pipeline import IngestPipeline
@@ -37,10 +40,19 @@ class Gateway:
             embed_batch_size=self.settings.embed_batch_size,
             meter=self.app.telemetry.meter,
         )
-        servicer = GatewayServicer(pipeline, self.indexer, self.retrieval, self.settings.ingest_concurrency)
+        # Generation is called through the generated stub: no retries (a generation is not repeated silently).
+        self.generation_channel = create_channel(settings.generation_address or address("generation"))
+        asker = AskPipeline(
+            self.retrieval,
+            generation_grpc.GenerationServiceStub(self.generation_channel),
+            timeout=timeout,
+            meter=self.app.telemetry.meter,
+        )
+        servicer = GatewayServicer(pipeline, asker, self.indexer, self.retrieval, self.settings.ingest_concurrency)
         self.app.add_service(SERVICE, pb_grpc.add_GatewayServiceServicer_to_server, servicer)
 
     async def close(self) -> None:
         for client in (self.embedding, self.indexer, self.retrieval):
             await client.close()
+        await self.generation_channel.close()
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,7 +1,7 @@
-"""The GatewayService handlers: ingest, delete and retrieve (Ask and AskStream arrive with the generation service).
+"""The GatewayService handlers: ingest, delete, retrieve, and answer questions (Ask, AskStream).
 
 Handlers convert at the edge and delegate: ingest to :class:`~lorag_gateway.ingest.pipeline.IngestPipeline`,
-the rest to the indexer and retrieval services.
+questions to :class:`~lorag_gateway.ask.pipeline.AskPipeline`, the rest to the indexer and retrieval services.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from lorag.common.v1 import common_pb2
 from lorag.gateway.v1 import gateway_service_pb2 as pb
 from lorag.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
-from lorag.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from lorag_client import IndexerClient, RetrievalClient
 from lorag_client.indexer import python_value
 from lorag_core.downstream import downstream_errors
 from lorag_core.errors import FieldViolation, InvalidArgument
+from lorag_gateway.ask.pipeline import AnswerDelta, AnswerSummary, AskInput, AskPipeline
+from lorag_gateway.ask.retrieving import retrieve
 from lorag_gateway.ingest.chunking import ChunkingStrategy
 from lorag_gateway.ingest.documents import DocumentInput, collection_violation, document_id_violation, tenant_violation
 from lorag_gateway.ingest.pipeline import IngestItem, IngestPipeline, IngestResult
@@ -77,17 +79,84 @@ def result_message(result: IngestResult) -> pb.IngestDocumentsResponse:
     )
 
 
+def ask_input(request: pb.AskRequest | pb.AskStreamRequest) -> AskInput:
+    """The domain view of a question; the retrieval options and sampling are passed on as they are."""
+    which = request.WhichOneof("template")
+    return AskInput(
+        question=request.question,
+        tenant=request.tenant,
+        collection=request.collection,
+        retrieval=request.retrieval,
+        adapter=request.adapter,
+        sampling=request.sampling,
+        template_name=request.template_name if which == "template_name" else None,
+        template_text=request.template_text if which == "template_text" else None,
+        answer_without_context=request.answer_without_context,
+    )
+
+
+def citation_messages(summary: AnswerSummary) -> list[pb.Citation]:
+    return [
+        pb.Citation(
+            passage_number=p.number,
+            document_id=p.document_id,
+            chunk_id=p.chunk_id,
+            char_start=p.char_start,
+            char_end=p.char_end,
+            score=p.score,
+            title=p.title,
+            source_uri=p.source_uri,
+            text=p.text,
+            cited_in_answer=p.number in summary.cited,
+        )
+        for p in summary.passages
+    ]
+
+
+def summary_fields(summary: AnswerSummary) -> dict:  # type: ignore[type-arg]
+    """The fields AskResponse and AskSummary share, as keyword arguments of either."""
+    timing = pb.AskTiming(
+        retrieve_ns=summary.retrieve_ns,
+        generate_ns=summary.generate_ns,
+        time_to_first_token_ns=summary.time_to_first_token_ns,
+        total_ns=summary.total_ns,
+        retrieval=summary.retrieval_timing,
+        generation=summary.generation_timing,
+    )
+    return {
+        "citations": citation_messages(summary),
+        "no_context": summary.no_context,
+        "finish_reason": summary.finish_reason,
+        "usage": common_pb2.Usage(
+            prompt_tokens=summary.prompt_tokens,
+            completion_tokens=summary.completion_tokens,
+            total_tokens=summary.prompt_tokens + summary.completion_tokens,
+        ),
+        "timing": timing,
+        "model": summary.model,
+        "adapter": summary.adapter,
+        "degraded": bool(summary.degradations),
+        "degradations": summary.degradations,
+    }
+
+
 def _scope_violations(tenant: str, collection: str) -> list[FieldViolation]:
     return [v for v in (tenant_violation(tenant), collection_violation(collection)) if v is not None]
 
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
-    """Ingest, delete and retrieve for client applications."""
+    """Ingest, delete, retrieve and ask for client applications."""
 
     def __init__(
-        self, pipeline: IngestPipeline, indexer: IndexerClient, retrieval: RetrievalClient, ingest_concurrency: int
+        self,
+        pipeline: IngestPipeline,
+        asker: AskPipeline,
+        indexer: IndexerClient,
+        retrieval: RetrievalClient,
+        ingest_concurrency: int,
     ) -> None:
         self._pipeline = pipeline
+        self._asker = asker
         self._indexer = indexer
         self._retrieval = retrieval
         self._concurrency = ingest_concurrency
@@ -168,12 +237,14 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
     async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveResponse:  # noqa: N802
         started = time.perf_counter_ns()
-        async with downstream_errors("retrieval"):
-            found = await self._retrieval.stub.Retrieve(
-                retrieval_pb.RetrieveRequest(
-                    query=request.query, tenant=request.tenant, collection=request.collection, options=request.options
-                )
-            )
+        found = await retrieve(
+            self._retrieval,
+            request.query,
+            tenant=request.tenant,
+            collection=request.collection,
+            options=request.options,
+            timeout=self._retrieval.default_timeout,
+        )
         return pb.RetrieveResponse(
             chunks=found.chunks,
             reranked=found.reranked,
@@ -186,6 +257,29 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             retrieval_timing=found.timing,
             total_ns=time.perf_counter_ns() - started,
         )
+
+    async def Ask(self, request: pb.AskRequest, context: grpc.aio.ServicerContext) -> pb.AskResponse:  # noqa: N802
+        """AskStream's flow, collected into one response."""
+        summary = None
+        async for item in self._asker.run(ask_input(request)):
+            if isinstance(item, AnswerSummary):
+                summary = item
+        assert summary is not None, "the ask pipeline always ends with a summary"
+        return pb.AskResponse(answer=summary.answer, **summary_fields(summary))
+
+    async def AskStream(  # noqa: N802
+        self, request: pb.AskStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.AskStreamResponse]:
+        """Forward each delta as it arrives, then the summary; a cancelled call cancels the generation call."""
+        items = self._asker.run(ask_input(request))
+        try:
+            async for item in items:
+                if isinstance(item, AnswerDelta):
+                    yield pb.AskStreamResponse(delta=common_pb2.TokenDelta(text=item.text, token_count=item.token_count))
+                else:
+                    yield pb.AskStreamResponse(summary=pb.AskSummary(**summary_fields(item)))
+        finally:
+            await items.aclose()  # runs the pipeline's cleanup (cancelling generation) now, not at garbage collection
 
 
 __all__ = ["GatewayServicer"]
