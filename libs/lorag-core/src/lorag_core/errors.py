@@ -112,6 +112,14 @@ class FailedPrecondition(LoragError):
 
 
 @dataclass
+class OutOfRange(LoragError):
+    """A position past the end of what exists (e.g. a watch resumed after a job's last event)."""
+
+    reason: str = "OUT_OF_RANGE"
+    code: grpc.StatusCode = grpc.StatusCode.OUT_OF_RANGE
+
+
+@dataclass
 class ResourceExhausted(LoragError):
     """The service is at capacity (queue full, too many adapters); the caller may retry with backoff."""
 
