@@ -201,7 +201,9 @@ async def test_passages_beyond_the_models_context_are_left_out_and_reported(gate
     )
     assert 0 < len(response.citations) < top_k
     assert response.degraded
-    assert any(d.reason.startswith("context budget:") for d in response.degradations)
+    assert any(
+        d.reason.startswith("context budget:") and d.stage == common_pb2.RETRIEVAL_STAGE_CONTEXT for d in response.degradations
+    )
     assert response.usage.prompt_tokens + 4 <= info.max_context_tokens  # the prompt really fit
     assert response.usage.completion_tokens > 0
 

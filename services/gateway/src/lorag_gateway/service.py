@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+from opentelemetry import trace
 
 from lorag.common.v1 import common_pb2
 from lorag.gateway.v1 import gateway_service_pb2 as pb
@@ -237,6 +238,10 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
     async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveResponse:  # noqa: N802
         started = time.perf_counter_ns()
+        span = trace.get_current_span()
+        span.set_attribute("lorag.tenant", request.tenant)
+        span.set_attribute("lorag.collection", request.collection)
+        span.set_attribute("lorag.top_k", request.options.top_k)
         found = await retrieve(
             self._retrieval,
             request.query,

@@ -48,9 +48,8 @@ tracer = trace.get_tracer("lorag.gateway.ask")
 DEFAULT_TOP_K = 5
 DEFAULT_MAX_NEW_TOKENS = 256
 
-#: The stage recorded on the Degradation that reports passages left out to fit the model's context. The
-#: RetrievalStage enum has no value for it yet (see docs/ask.md); the reason text names it.
-CONTEXT_BUDGET_STAGE = common_pb2.RETRIEVAL_STAGE_UNSPECIFIED
+#: The stage recorded on the Degradation that reports passages left out or cut to fit the model's context.
+CONTEXT_BUDGET_STAGE = common_pb2.RETRIEVAL_STAGE_CONTEXT
 
 # Retrieve's request fields are Ask's under other names.
 _RETRIEVAL_FIELDS = prefix_fields({"query": "question", "options": "retrieval"})

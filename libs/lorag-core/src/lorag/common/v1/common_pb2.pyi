@@ -176,6 +176,8 @@ class _RetrievalStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Retrie
     """Reordering the candidates with the cross-encoder reranker."""
     RETRIEVAL_STAGE_MMR: _RetrievalStage.ValueType  # 4
     """Maximal marginal relevance diversification."""
+    RETRIEVAL_STAGE_CONTEXT: _RetrievalStage.ValueType  # 5
+    """Fitting the passages into the model's context for an answer: passages that did not fit were dropped or cut."""
 
 class RetrievalStage(_RetrievalStage, metaclass=_RetrievalStageEnumTypeWrapper):
     """RetrievalStage names one stage of a retrieval."""
@@ -190,6 +192,8 @@ RETRIEVAL_STAGE_RERANK: RetrievalStage.ValueType  # 3
 """Reordering the candidates with the cross-encoder reranker."""
 RETRIEVAL_STAGE_MMR: RetrievalStage.ValueType  # 4
 """Maximal marginal relevance diversification."""
+RETRIEVAL_STAGE_CONTEXT: RetrievalStage.ValueType  # 5
+"""Fitting the passages into the model's context for an answer: passages that did not fit were dropped or cut."""
 Global___RetrievalStage: _TypeAlias = RetrievalStage  # noqa: Y015
 
 class _Role:
