@@ -1,0 +1,1 @@
+"""Training jobs: the store, the worker-event translation, capacity checks and the scheduler."""
