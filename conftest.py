@@ -90,9 +90,9 @@ async def generation_service():
 
 
 @pytest.fixture(scope="session")
-async def lorag_services(weaviate: WeaviateServer, generation_service: str):
-    """Embedding, indexer, retrieval, generation and gateway, each a real gRPC server on port 0 in this process, on
-    the session's Weaviate: the whole stack on loopback, with each model loaded once.
+async def lorag_services(weaviate: WeaviateServer, generation_service: str, tmp_path_factory: pytest.TempPathFactory):
+    """All six services, each a real gRPC server on port 0 in this process, on the session's Weaviate: the whole
+    stack on loopback, with each model loaded once. Training runs CPU-only on a throwaway data dir.
 
     Yields ``{service name: "host:port"}``.
     """
@@ -104,6 +104,8 @@ async def lorag_services(weaviate: WeaviateServer, generation_service: str):
     from lorag_indexer.server import create_app as create_indexer
     from lorag_retrieval.config import RetrievalSettings
     from lorag_retrieval.server import create_app as create_retrieval
+    from lorag_training.config import TrainingSettings
+    from lorag_training.server import create_app as create_training
 
     started = []
 
@@ -128,6 +130,10 @@ async def lorag_services(weaviate: WeaviateServer, generation_service: str):
     )
     addresses["retrieval"] = await launch(retrieval_app, retriever.start, retriever.close)
     addresses["generation"] = generation_service
+    training_app, training = create_training(
+        TrainingSettings(port=0, data_dir=tmp_path_factory.mktemp("training"), devices="", grace_seconds=0)
+    )
+    addresses["training"] = await launch(training_app, training.start, training.close)
     gateway = Gateway(
         GatewaySettings(port=0, **{f"{name}_address": addresses[name] for name in ("embedding", "indexer", "retrieval", "generation")})
     )

@@ -32,19 +32,9 @@ COLLECTION = f"LoadCi{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
-def addresses(lorag_services, request) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """lorag_services' addresses, plus generation's and training's from a `<name>_service` fixture of conftest.py
-    when lorag_services lacks them (training is not part of it; its fixture enables its run here)."""
-    found = dict(lorag_services)
-    for name in ("generation", "training"):
-        if name in found:
-            continue
-        try:
-            service = request.getfixturevalue(f"{name}_service")
-        except pytest.FixtureLookupError:
-            continue
-        found[name] = service if isinstance(service, str) else service.address
-    return found
+def addresses(lorag_services) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Every service of the in-process stack, by name."""
+    return dict(lorag_services)
 
 
 async def lorag(addresses: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -73,8 +63,6 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("service", SERVICES)
 async def test_lorag_load_drives_each_service_without_errors(service: str, addresses, corpus: Path, tmp_path: Path):
-    if service not in addresses:
-        pytest.skip(f"ENABLE ME: no {service} in lorag_services and no {service}_service fixture in conftest.py yet")
     plot = tmp_path / f"{service}.html"
     # Embedding runs the open model (fixed rate), every other service the closed one (fixed concurrency).
     load = ["--rate", "5"] if service == "embedding" else ["--concurrency", "2"]
@@ -102,8 +90,6 @@ async def test_lorag_load_drives_each_service_without_errors(service: str, addre
 
 
 async def test_lorag_load_streams_record_time_to_first_message(addresses, corpus: Path):
-    if "generation" not in addresses:
-        pytest.skip("ENABLE ME: no generation in lorag_services and no generation_service fixture in conftest.py")
     done = await lorag(addresses, "load", "generation", "--rpc", "GenerateStream", "--rate", "2", "--duration", "1",
                        "--max-new-tokens", "8", "--json", "--no-plot", "--corpus", str(corpus))
     assert done.returncode == 0, done.stderr

@@ -128,6 +128,9 @@ class LocalStack:
         env.update(weaviate_env(self.weaviate.host, self.weaviate.http_port, self.weaviate.grpc_port))
         for svc in self.services:
             env.update(svc.env())
+        training = next((svc for svc in self.services if svc.name == "training"), None)
+        if training is not None:  # generation resolves "name@alias" adapters through the training registry
+            env.setdefault("LORAG_GENERATION_TRAINING_ADDRESS", training.address)
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
