@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import tempfile
 import time
@@ -36,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import SCIFACT, free_port, report
+from _common import SCIFACT, report
 
 from lorag_cli.stack import processes
 from lorag_cli.stack.components import SERVICES
 from lorag_cli.stack.manager import LocalStack
-from lorag_cli.stack.weaviate import WeaviatePorts
+from lorag_cli.stack.private import private_env
 
 STAGES = ("prepare", "collection", "state", "embed", "index")
 STAGE_METRIC = "lorag_gateway_ingest_stage_duration_seconds"
@@ -52,40 +51,6 @@ STARTUP_TIMEOUT = 300.0  # Model loads overlap on a small CPU.
 
 
 # -- a private stack ------------------------------------------------------------------------------------------------
-
-
-def private_env(state: Path, services: Sequence[str]) -> dict[str, str]:
-    """os.environ without the lorag addresses, ports and Weaviate settings a user may have set (a ``lorag up`` of
-    theirs keeps its own), plus free private ports for the stack."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not (key.startswith("LORAG_") and key.endswith(("_ADDRESS", "_HOST", "_PORT")))
-        and not (key.startswith("LORAG_WEAVIATE_") and key != "LORAG_WEAVIATE_BIN")
-        and key != "LORAG_HOME"
-    }
-    env.update({"LORAG_HOME": str(state), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    weaviate = WeaviatePorts.pick()  # Pairs for gossip and raft (Weaviate also binds port + 1).
-    taken = {weaviate.http, weaviate.grpc, weaviate.gossip, weaviate.data, weaviate.raft, weaviate.raft_rpc}
-    env.update(
-        {
-            "LORAG_WEAVIATE_HTTP_PORT": str(weaviate.http),
-            "LORAG_WEAVIATE_GRPC_PORT": str(weaviate.grpc),
-            "LORAG_WEAVIATE_GOSSIP_PORT": str(weaviate.gossip),
-            "LORAG_WEAVIATE_RAFT_PORT": str(weaviate.raft),
-        }
-    )
-
-    def port() -> int:
-        while (chosen := free_port()) in taken:
-            pass
-        taken.add(chosen)
-        return chosen
-
-    for name in services:
-        env[f"LORAG_{name.upper()}_PORT"] = str(port())
-        env[f"LORAG_{name.upper()}_METRICS_PORT"] = str(port())
-    return env
 
 
 def _sigterm(*_: object) -> None:

@@ -638,7 +638,7 @@ async def test_interrupted_replacement_reports_no_agreed_hash(client, corpus):
     assert (state.chunk_count, state.content_sha256) == (2, sha("new"))
 
 
-async def test_domain_steps_are_child_spans_without_document_text(client, corpus):
+async def test_domain_steps_are_child_spans_without_document_text(client, corpus, weaviate):
     exporter = InMemorySpanExporter()
     trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
     await client.search(corpus, "acme", text="Eiffel tower", vector=[1.0, 0.0, 0.0, 0.0], limit=3)
@@ -656,4 +656,20 @@ async def test_domain_steps_are_child_spans_without_document_text(client, corpus
     )
     server = next(s for s in finished if s.name.endswith("IndexerService/Search") and s.kind == trace.SpanKind.SERVER)
     assert search.parent is not None and search.parent.span_id == server.context.span_id
+    # The call to Weaviate itself is a CLIENT span under the domain step: the indexer -> weaviate edge of a trace.
+    call = next(s for s in finished if s.name == "weaviate hybrid")
+    assert call.kind == trace.SpanKind.CLIENT
+    assert call.parent is not None and call.parent.span_id == search.context.span_id
+    assert (
+        dict(call.attributes).items()
+        >= {
+            "peer.service": "weaviate",
+            "db.system.name": "weaviate",
+            "db.operation.name": "hybrid",
+            "db.collection.name": STORED,
+            "lorag.tenant": "acme",
+            "network.protocol.name": "grpc",
+        }.items()
+    )
+    assert (call.attributes["server.address"], call.attributes["server.port"]) == (weaviate.host, weaviate.grpc_port)
     assert not any("Eiffel" in str(v) for s in finished for v in s.attributes.values())

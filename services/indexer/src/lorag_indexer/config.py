@@ -25,9 +25,15 @@ class IndexerSettings(ServiceSettings):
     port: int = Field(50053, ge=0, le=65535)
 
     # -- where Weaviate is (stack-wide names) --------------------------------------------------------------------
-    weaviate_host: str = Field("127.0.0.1", min_length=1, validation_alias="LORAG_WEAVIATE_HOST")
-    weaviate_http_port: int = Field(8079, ge=1, le=65535, validation_alias="LORAG_WEAVIATE_HTTP_PORT")
-    weaviate_grpc_port: int = Field(50050, ge=1, le=65535, validation_alias="LORAG_WEAVIATE_GRPC_PORT")
+    weaviate_host: str = Field(
+        "127.0.0.1", min_length=1, validation_alias="LORAG_WEAVIATE_HOST", description="Weaviate host (HTTP and gRPC)."
+    )
+    weaviate_http_port: int = Field(
+        8079, ge=1, le=65535, validation_alias="LORAG_WEAVIATE_HTTP_PORT", description="Weaviate REST port."
+    )
+    weaviate_grpc_port: int = Field(
+        50050, ge=1, le=65535, validation_alias="LORAG_WEAVIATE_GRPC_PORT", description="Weaviate gRPC port."
+    )
     weaviate_api_key: SecretStr | None = Field(
         None, validation_alias="LORAG_WEAVIATE_API_KEY", description="Sent as a bearer token to Weaviate when set."
     )

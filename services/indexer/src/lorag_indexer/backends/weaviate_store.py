@@ -139,6 +139,9 @@ _ACTIVITY = {
     TenantActivityStatus.OFFLOADED: TenantActivity.OFFLOADED,
 }
 
+# The weaviate-client query each search mode runs, as the client span's db.operation.name.
+_QUERY_OPERATION = {SearchMode.VECTOR: "near_vector", SearchMode.KEYWORD: "bm25", SearchMode.HYBRID: "hybrid"}
+
 _FUSION = {Fusion.RANKED: HybridFusion.RANKED, Fusion.RELATIVE_SCORE: HybridFusion.RELATIVE_SCORE}
 
 # Short reconnect backoff: after an outage the channel reconnects within about a second (gRPC's default backoff
@@ -619,10 +622,52 @@ class WeaviateStore:
         write: bool = False,
         collection: str | None = None,
         tenant: str | None = None,
+        operation: str | None = None,
+        rest: bool = False,
     ) -> T:
-        """Run one Weaviate operation, bounded in time, cut short by an outage, its errors mapped to lorag's."""
+        """Run one Weaviate operation, bounded in time, cut short by an outage, its errors mapped to lorag's.
+
+        Each call is a CLIENT span (``weaviate <operation>``, ``peer.service=weaviate``): Weaviate sends no spans of
+        its own, so this span is the indexer → Weaviate edge of a trace and shows the time spent in Weaviate.
+        ``rest`` marks calls the client makes over Weaviate's REST API (schema), the rest go over its gRPC API.
+        """
         client = self._client
         if client is None or not self._up or self._closed:
+            raise self._outage(what)
+        with self._client_span(operation or what, collection, tenant, rest):
+            return await self._timed_call(what, fn, write, collection, tenant)
+
+    def _client_span(
+        self, operation: str, collection: str | None, tenant: str | None, rest: bool
+    ) -> contextlib.AbstractContextManager[trace.Span]:
+        s = self.settings
+        attributes: dict[str, Any] = {
+            "peer.service": "weaviate",
+            "db.system.name": "weaviate",
+            "db.system": "weaviate",
+            "db.operation.name": operation,
+            "server.address": s.weaviate_host,
+            "server.port": s.weaviate_http_port if rest else s.weaviate_grpc_port,
+            "network.protocol.name": "http" if rest else "grpc",
+        }
+        if collection:
+            attributes["db.collection.name"] = collection
+        if tenant:
+            attributes["lorag.tenant"] = tenant
+        return self._tracer.start_as_current_span(
+            f"weaviate {operation}", kind=trace.SpanKind.CLIENT, attributes=attributes
+        )
+
+    async def _timed_call(
+        self,
+        what: str,
+        fn: Callable[[WeaviateAsyncClient], Awaitable[T]],
+        write: bool,
+        collection: str | None,
+        tenant: str | None,
+    ) -> T:
+        client = self._client
+        if client is None:
             raise self._outage(what)
         budget, by_deadline = self._budget(write)
         task = asyncio.ensure_future(fn(client))
@@ -759,7 +804,7 @@ class WeaviateStore:
             return await client.collections.get(name).config.get()
 
         try:
-            config = await self._call(f"read collection {name}", read, collection=name)
+            config = await self._call(f"read collection {name}", read, collection=name, operation="get_collection", rest=True)
         except NotFound:
             self._schemas.pop(name, None)
             raise
@@ -807,10 +852,15 @@ class WeaviateStore:
                 f"a collection named {name!r} exists", reason="COLLECTION_EXISTS", metadata={"collection": name}
             )
             async with self._lock(name):
-                if await self._call(f"check collection {name}", exists, collection=name):
+                if await self._call(
+                    f"check collection {name}", exists, collection=name, operation="collection_exists", rest=True
+                ):
                     raise collision
                 try:
-                    await self._call(f"create collection {name}", create, write=True, collection=name)
+                    await self._call(
+                        f"create collection {name}", create, write=True, collection=name,
+                        operation="create_collection", rest=True,
+                    )
                 except AlreadyExists:
                     raise collision from None
             self._schemas[name] = (time.monotonic(), spec)
@@ -824,7 +874,7 @@ class WeaviateStore:
             return await client.collections.list_all(simple=False)
 
         with self._span("weaviate.collections.list", limit=limit):
-            configs = await self._call("list collections", list_all)
+            configs = await self._call("list collections", list_all, operation="list_collections", rest=True)
             infos = sorted(
                 (info for config in configs.values() if (info := _info_from_config(config)) is not None),
                 key=lambda info: info.name,
@@ -849,7 +899,10 @@ class WeaviateStore:
                 await client.collections.delete(name)
 
             async with self._lock(name):
-                await self._call(f"delete collection {name}", delete, write=True, collection=name)
+                await self._call(
+                    f"delete collection {name}", delete, write=True, collection=name,
+                    operation="delete_collection", rest=True,
+                )
                 self._schemas.pop(name, None)
             log.info("collection deleted", collection=name)
 
@@ -875,7 +928,10 @@ class WeaviateStore:
                     await client.collections.get(info.name).config.add_property(prop)
 
                 with contextlib.suppress(AlreadyExists):  # a concurrent writer won; the re-read below decides
-                    await self._call(f"add metadata key {key!r}", add, write=True, collection=info.name)
+                    await self._call(
+                        f"add metadata key {key!r}", add, write=True, collection=info.name,
+                        operation="add_property", rest=True,
+                    )
                 log.info("metadata key added", collection=info.name, key=key, type=mtype.value)
             info = await self.get_collection(info.name, fresh=True)
         check_chunks_against(info, chunks)
@@ -890,7 +946,9 @@ class WeaviateStore:
             async def get(client: WeaviateAsyncClient) -> dict[str, Any]:
                 return await client.collections.get(collection).tenants.get()
 
-            tenants = await self._call(f"list tenants of {collection}", get, collection=collection)
+            tenants = await self._call(
+                f"list tenants of {collection}", get, collection=collection, operation="list_tenants"
+            )
             names = sorted(n for n in tenants if after is None or n > after)
             items = [
                 Tenant(n, _ACTIVITY.get(tenants[n].activity_status, TenantActivity.UNSPECIFIED)) for n in names[:limit]
@@ -907,7 +965,9 @@ class WeaviateStore:
             async def remove(client: WeaviateAsyncClient) -> None:
                 await client.collections.get(collection).tenants.remove([tenant])
 
-            if await self._call(f"read tenant {tenant}", get, collection=collection, tenant=tenant) is None:
+            if await self._call(
+                f"read tenant {tenant}", get, collection=collection, tenant=tenant, operation="get_tenant"
+            ) is None:
                 if allow_missing:
                     return
                 raise NotFound(
@@ -915,7 +975,10 @@ class WeaviateStore:
                     reason="TENANT_NOT_FOUND",
                     metadata={"collection": collection, "tenant": tenant},
                 )
-            await self._call(f"delete tenant {tenant}", remove, write=True, collection=collection, tenant=tenant)
+            await self._call(
+                f"delete tenant {tenant}", remove, write=True, collection=collection, tenant=tenant,
+                operation="delete_tenant", rest=True,
+            )
             log.info("tenant deleted", collection=collection, tenant=tenant)
 
     # -- writes ----------------------------------------------------------------------------------------------------
@@ -962,7 +1025,8 @@ class WeaviateStore:
         async def attempt() -> None:
             nonlocal pending
             errors = await self._call(
-                f"write {len(pending)} chunks", insert, write=True, collection=collection, tenant=tenant
+                f"write {len(pending)} chunks", insert, write=True, collection=collection, tenant=tenant,
+                operation="insert_many",
             )
             if not errors:
                 return
@@ -989,7 +1053,9 @@ class WeaviateStore:
             return await self._tenant_view(client, collection, tenant).data.delete_many(where=where)
 
         async def attempt() -> Any:
-            result = await self._call(what, delete, write=True, collection=collection, tenant=tenant)
+            result = await self._call(
+                what, delete, write=True, collection=collection, tenant=tenant, operation="delete_many"
+            )
             if result.failed:
                 nonlocal deleted
                 deleted += result.successful
@@ -1058,7 +1124,9 @@ class WeaviateStore:
                     ],
                 )
 
-            result = await self._call("read document states", aggregate, collection=collection, tenant=tenant)
+            result = await self._call(
+                "read document states", aggregate, collection=collection, tenant=tenant, operation="aggregate"
+            )
             for g in result.groups:
                 doc = str(g.grouped_by.value)
                 count = int(g.total_count or 0)
@@ -1104,7 +1172,9 @@ class WeaviateStore:
                         return_properties=["document_id"],
                     )
 
-                objects = (await self._call("list documents", scan, collection=name, tenant=tenant)).objects
+                objects = (await self._call(
+                    "list documents", scan, collection=name, tenant=tenant, operation="fetch_objects"
+                )).objects
                 for obj in objects:
                     doc = obj.properties.get("document_id") or ""
                     if not ids or ids[-1] != doc:
@@ -1166,7 +1236,7 @@ class WeaviateStore:
                 )
 
             with _weaviate_clock() as clock:
-                result = await self._call("search", run, collection=name, tenant=tenant)
+                result = await self._call("search", run, collection=name, tenant=tenant, operation=_QUERY_OPERATION[query.mode])
             weaviate_ns = clock[0]
             metric = info.hnsw.distance
             hits: list[Hit] = []

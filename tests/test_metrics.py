@@ -1,0 +1,156 @@
+"""Every service exposes RED metrics per RPC (and the embedding service its batching metrics) for Prometheus.
+
+The in-process ``lorag_services`` fixture cannot be scraped: its services share one process-wide MeterProvider,
+created without a Prometheus reader (no metrics port). So this module starts the stack the way it is deployed —
+Weaviate and each installed service as its own process, each with its own metrics port (free ports, a private
+state folder) — makes a few calls, one of them failing on purpose per service, and scrapes each port over HTTP.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lorag.embedding.v1 import embedding_service_pb2 as embedding_pb
+from lorag.embedding.v1 import embedding_service_pb2_grpc as embedding_grpc
+from lorag.indexer.v1 import indexer_service_pb2 as indexer_pb
+from lorag.indexer.v1 import indexer_service_pb2_grpc as indexer_grpc
+from lorag_cli.stack.components import SERVICES
+from lorag_cli.stack.manager import LocalStack
+from lorag_cli.stack.private import private_env
+from lorag_client import GatewayClient, document
+
+COLLECTION = f"Metrics{uuid.uuid4().hex[:8]}"
+TENANT = "acme"
+KNOWLEDGE_PATH = ("embedding", "indexer", "retrieval", "gateway")
+STARTUP_TIMEOUT = 300.0
+
+REQUESTS = "lorag_rpc_server_requests_total"
+DURATION = "lorag_rpc_server_duration_seconds"
+EMBED = "/lorag.embedding.v1.EmbeddingService/Embed"
+SEARCH = "/lorag.indexer.v1.IndexerService/Search"
+RETRIEVAL_RETRIEVE = "/lorag.retrieval.v1.RetrievalService/Retrieve"
+GATEWAY_RETRIEVE = "/lorag.gateway.v1.GatewayService/Retrieve"
+INGEST = "/lorag.gateway.v1.GatewayService/IngestDocuments"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    state = tmp_path_factory.mktemp("metrics-stack")
+    specs = [s for s in SERVICES if s.name in KNOWLEDGE_PATH]
+    local = LocalStack(state=state, env=private_env(state, [s.name for s in specs]), services=specs)
+    assert {s.name for s in local.services} == set(KNOWLEDGE_PATH)
+    try:
+        local.up(timeout=STARTUP_TIMEOUT)
+        yield local
+    finally:
+        local.down(grace=10)
+
+
+def _service(stack: LocalStack, name: str):  # type: ignore[no-untyped-def]
+    return next(s for s in stack.services if s.name == name)
+
+
+@pytest.fixture(scope="module")
+async def traffic(stack: LocalStack) -> dict[str, int]:
+    """A few calls through the gateway plus one failing call per service; returns the figures they should leave."""
+    async with GatewayClient(_service(stack, "gateway").address) as gateway:
+        docs = [
+            document(tenant=TENANT, collection=COLLECTION, id="a", text="Paris is the capital of France."),
+            document(tenant=TENANT, collection=COLLECTION, id="b", text="The Eiffel Tower was finished in 1889."),
+        ]
+        summary = None
+        async for event in gateway.ingest(docs):
+            if event.HasField("summary"):
+                summary = event.summary
+        assert summary is not None and summary.written_count == 2
+        found = await gateway.retrieve("When was the Eiffel Tower finished?", collection=COLLECTION, tenant=TENANT)
+        assert found.chunks
+        with pytest.raises(grpc.aio.AioRpcError) as empty_query:  # fails in retrieval, passed on by the gateway
+            await gateway.retrieve("", collection=COLLECTION, tenant=TENANT)
+        assert empty_query.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    async with grpc.aio.insecure_channel(_service(stack, "embedding").address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as no_texts:
+            await embedding_grpc.EmbeddingServiceStub(channel).Embed(embedding_pb.EmbedRequest())
+        assert no_texts.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    async with grpc.aio.insecure_channel(_service(stack, "indexer").address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await indexer_grpc.IndexerServiceStub(channel).Search(
+                indexer_pb.SearchRequest(collection="NoSuchCollection", tenant=TENANT, query_text="x")
+            )
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    return {"chunks": summary.chunk_count, "ingest_tokens": summary.usage.prompt_tokens}
+
+
+def _scrape(stack: LocalStack, name: str) -> dict[str, list]:
+    """{sample name: [(labels, value), ...]} from the service's Prometheus endpoint."""
+    text = httpx.get(f"http://127.0.0.1:{_service(stack, name).metrics_port}/metrics", timeout=5).text
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def _value(samples: dict[str, list], name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels` (0 when there is none)."""
+    return sum(v for lab, v in samples.get(name, []) if labels.items() <= lab.items())
+
+
+def _assert_red(samples: dict[str, list], method: str, code: str, count: int | None = None) -> None:
+    """A request count by code, and a duration histogram for the same calls whose buckets add up to it."""
+    labels = {"rpc_method": method, "rpc_grpc_status_code": code}
+    calls = _value(samples, REQUESTS, **labels)
+    if count is None:
+        assert calls >= 1, f"no {code} call of {method} counted"
+    else:
+        assert calls == count, f"{method} {code}: {calls} counted, {count} made"
+    assert _value(samples, DURATION + "_count", **labels) == calls
+    assert _value(samples, DURATION + "_sum", **labels) > 0
+    buckets = sorted(
+        ((float(lab["le"]), v) for lab, v in samples[DURATION + "_bucket"] if labels.items() <= lab.items()),
+    )
+    assert len(buckets) > 2 and buckets[-1] == (float("inf"), calls)
+    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:]))  # cumulative
+
+
+async def test_gateway_counts_each_rpc_by_status_code(stack, traffic):
+    samples = _scrape(stack, "gateway")
+    _assert_red(samples, INGEST, "OK", 1)
+    _assert_red(samples, GATEWAY_RETRIEVE, "OK", 1)
+    _assert_red(samples, GATEWAY_RETRIEVE, "INVALID_ARGUMENT", 1)
+    assert _value(samples, REQUESTS, rpc_method="/grpc.health.v1.Health/Check") == 0  # probes are not traffic
+
+
+async def test_retrieval_counts_each_rpc_by_status_code(stack, traffic):
+    samples = _scrape(stack, "retrieval")
+    _assert_red(samples, RETRIEVAL_RETRIEVE, "OK", 1)
+    _assert_red(samples, RETRIEVAL_RETRIEVE, "INVALID_ARGUMENT", 1)
+
+
+async def test_indexer_counts_each_rpc_by_status_code(stack, traffic):
+    samples = _scrape(stack, "indexer")
+    _assert_red(samples, SEARCH, "OK", 1)
+    _assert_red(samples, SEARCH, "NOT_FOUND", 1)
+    _assert_red(samples, "/lorag.indexer.v1.IndexerService/UpsertChunks", "OK")
+    assert _value(samples, "lorag_indexer_chunks_written_total") == traffic["chunks"]
+    assert _value(samples, "lorag_indexer_weaviate_up") == 1
+
+
+async def test_embedding_counts_rpcs_and_reports_its_batches_and_queue(stack, traffic):
+    samples = _scrape(stack, "embedding")
+    _assert_red(samples, EMBED, "OK")
+    _assert_red(samples, EMBED, "INVALID_ARGUMENT", 1)
+    batches = _value(samples, "lorag_embedding_batch_size_count")
+    assert batches >= 2  # at least the ingest's chunks and the query, in batches of their own
+    # Every text embedded went through one batch: the ingest's chunks and the query at least.
+    assert _value(samples, "lorag_embedding_batch_size_sum") >= traffic["chunks"] + 1
+    assert _value(samples, "lorag_embedding_batch_tokens_sum") >= traffic["ingest_tokens"]
+    assert _value(samples, "lorag_embedding_batch_duration_seconds_count") == batches
+    assert "lorag_embedding_queue_depth" in samples
+    assert _value(samples, "lorag_embedding_queue_depth") == 0  # nothing waits once every call has returned
