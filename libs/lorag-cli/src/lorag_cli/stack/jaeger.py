@@ -14,14 +14,12 @@ picks free. Tests start one per module; an operator can start one next to `lorag
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -294,12 +292,14 @@ class JaegerQuery:
 # -- the server -----------------------------------------------------------------------------------------------------
 
 
-class JaegerServer:
+class JaegerServer(processes.ManagedServer):
     """One Jaeger all-in-one process with in-memory storage, on free (or given) ports.
 
     `work_dir` holds its configuration file and, by default, its log. Use as a context manager (start, wait until
     the query API answers, stop on exit) or call start / wait_ready / stop.
     """
+
+    stop_grace = 10.0
 
     def __init__(
         self,
@@ -396,31 +396,6 @@ class JaegerServer:
                 raise StartupError("jaeger", f"query API not ready at {self.query_url} after {timeout:.0f} s",
                                    self.log_tail())
             time.sleep(0.2)
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds; safe to call twice."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            processes.terminate(proc.pid, grace)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return processes.tail(self.log_path, lines)
-
-    def __enter__(self) -> JaegerServer:
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"JaegerServer(otlp={self.otlp_endpoint}, query={self.query_url})"

@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from types import TracebackType
+from typing import IO, Any, Self
 
 _PROC = Path("/proc")
 
@@ -201,3 +202,40 @@ def open_log(path: Path, header: str) -> IO[bytes]:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     fh.write(f"\n=== {stamp} {header} ===\n".encode())
     return fh
+
+
+class ManagedServer:
+    """What a locally launched server (Weaviate, Jaeger) shares: stop, log tail and use as a context manager.
+
+    Subclasses set ``self._proc`` in ``start()``, define ``wait_ready()`` and ``log_path``, and may change
+    ``stop_grace`` (seconds between SIGTERM and SIGKILL).
+    """
+
+    _proc: subprocess.Popen[bytes] | None
+    log_path: Path
+    stop_grace: float = 15.0
+
+    def stop(self, grace: float | None = None) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; safe to call twice."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            terminate(proc.pid, self.stop_grace if grace is None else grace)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # terminate() already SIGKILLed a laggard
+                proc.wait(timeout=5)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return tail(self.log_path, lines)
+
+    def __enter__(self) -> Self:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -6,14 +6,12 @@ environment documented in docs (one node, no modules, anonymous access, our own 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 
@@ -126,7 +124,7 @@ class WeaviatePorts:
             )
 
 
-class WeaviateServer:
+class WeaviateServer(processes.ManagedServer):
     """One single-node Weaviate process with its own data dir and log file.
 
     Use as a context manager (start, wait until ready, stop), or `start(detach=True)` for a server that outlives
@@ -247,31 +245,6 @@ class WeaviateServer:
                         "weaviate", f"not ready at {self.http_url} after {timeout:.0f} s", self.log_tail()
                     )
                 time.sleep(0.2)
-
-    def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds; safe to call twice."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            processes.terminate(proc.pid, grace)
-            with contextlib.suppress(subprocess.TimeoutExpired):  # terminate() already SIGKILLed a laggard.
-                proc.wait(timeout=5)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return processes.tail(self.log_path, lines)
-
-    def __enter__(self) -> WeaviateServer:
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"WeaviateServer(http={self.http_url}, grpc={self.host}:{self.grpc_port}, data={self.data_dir})"

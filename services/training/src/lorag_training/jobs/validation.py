@@ -11,7 +11,6 @@ import json
 import math
 import re
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from lorag.training.v1 import training_service_pb2 as pb
@@ -21,28 +20,15 @@ from lorag_training.datasets.statistics import has_chat_template, load_tokenizer
 from lorag_training.datasets.store import DatasetStore
 from lorag_training.jobs import capacity
 from lorag_training.jobs.capacity import NodeDevices
+from lorag_training.worker.spec import Hyperparameters
 
 NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 PREFIX = "training_job."
 MAX_VIOLATIONS = 100
 
 
-@dataclass(frozen=True)
-class Default:
-    rank: int = 8
-    dropout: float = 0.05
-    epochs: float = 1.0
-    learning_rate: float = 2e-4
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    max_length: int = 2048
-    seed: int = 42
-    eval_split_fraction: float = 0.1
-    warmup_ratio: float = 0.03
-    logging_steps: int = 10
-
-
-DEFAULTS = Default()
+# The proto's documented defaults live in one place: the worker's spec, which every job's spec.json fills in full.
+DEFAULTS = Hyperparameters()
 
 
 def _finite(value: float) -> bool:
