@@ -108,7 +108,7 @@ async def _follow(client: TrainingClient, job_id: str, show_progress: bool) -> p
     import grpc
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-                        TextColumn("step {task.completed:.0f}/{task.total:.0f}"), TextColumn("{task.fields[stats]}"),
+                        TextColumn("{task.fields[stats]}"),
                         TimeElapsedColumn(), console=err, disable=not show_progress, transient=False)
     last = 0
     with progress:
@@ -121,9 +121,10 @@ async def _follow(client: TrainingClient, job_id: str, show_progress: bool) -> p
                     if kind == "step_metrics":
                         m = event.step_metrics
                         eta = f" ETA {m.eta.seconds}s" if m.HasField("eta") else ""
-                        job_total = progress.tasks[0].total
-                        progress.update(task, completed=m.step, total=job_total or m.step,
-                                        stats=f"loss {m.loss:.4f} {m.tokens_per_second:.0f} tok/s{eta}")
+                        total = progress.tasks[0].total or m.step  # unknown (None) until the worker reports it
+                        progress.update(task, completed=m.step, total=total,
+                                        stats=f"step {m.step}/{total:.0f} loss {m.loss:.4f} "
+                                        f"{m.tokens_per_second:.0f} tok/s{eta}")
                     elif kind in ("state_change", "log"):  # the total is known once the worker has started
                         job = await client.get_job(job_id)
                         if job.progress.total_steps:
