@@ -49,6 +49,9 @@ bench: setup  ## run the ratio benchmarks (figures, never asserted)
 	$(PY) benchmarks/ingest_bench.py
 	$(PY) benchmarks/indexer_bench.py
 	$(PY) benchmarks/retrieval_bench.py
+	$(PY) benchmarks/generation_bench.py
+	$(PY) benchmarks/ask_bench.py
+	$(PY) benchmarks/training_bench.py
 
 lock:  ## re-resolve dependencies and export the exact pins (uv.lock stays out of git)
 	uv lock
