@@ -104,7 +104,7 @@ def local_folder(source_uri: str) -> str:
         import mlflow.artifacts
     except ImportError:
         raise FailedPrecondition(
-            f"cannot fetch {source_uri!r}: the {parsed.scheme!r} scheme needs MLflow, which is not installed",
+            f"cannot fetch {source_uri!r}: the {parsed.scheme!r} scheme needs MLflow, which is not installed (install lorag-generation[remote-artifacts])",
             reason="ADAPTER_SOURCE_UNSUPPORTED",
         ) from None
     try:
