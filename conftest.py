@@ -41,7 +41,9 @@ def build_demo_adapter(
 
     base = AutoModelForCausalLM.from_pretrained(resolve_model().path, dtype=torch.float32)
     config = LoraConfig(r=8, lora_alpha=16, target_modules=list(target_modules), lora_dropout=0.0, task_type="CAUSAL_LM")
-    model = get_peft_model(base, config)
+    with torch.random.fork_rng():  # peft draws A from the global generator: seed it so the adapter is reproducible
+        torch.manual_seed(seed)
+        model = get_peft_model(base, config)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
