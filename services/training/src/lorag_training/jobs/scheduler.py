@@ -110,11 +110,30 @@ class Scheduler:
                                                   description="Jobs that reached a terminal state, by state.")
             meter.create_observable_gauge("lorag.training.jobs.running", callbacks=[self._observe_running],
                                           unit="{job}", description="Workers running now.")
+            meter.create_observable_gauge("lorag.training.gpu.assigned", callbacks=[self._observe_gpus],
+                                          unit="{gpu}", description="1 while a job holds the GPU, by device.")
+            meter.create_observable_gauge("lorag.training.gpu.memory.total", callbacks=[self._observe_gpu_memory],
+                                          unit="By", description="Memory of each GPU the scheduler owns.")
 
     def _observe_running(self, _options):  # type: ignore[no-untyped-def]
         from opentelemetry.metrics import Observation
 
         yield Observation(len(self._running))
+
+    def _observe_gpus(self, _options):  # type: ignore[no-untyped-def]
+        """GPU use as the scheduler sees it: which of its devices a job holds (utilisation comes from the driver's
+        exporter, e.g. dcgm-exporter, which the dashboard reads beside this)."""
+        from opentelemetry.metrics import Observation
+
+        held = {gpu for run in self._running.values() for gpu in run.gpus}
+        for gpu in self.devices.gpus:
+            yield Observation(1 if gpu.ordinal in held else 0, {"device": str(gpu.ordinal), "name": gpu.name})
+
+    def _observe_gpu_memory(self, _options):  # type: ignore[no-untyped-def]
+        from opentelemetry.metrics import Observation
+
+        for gpu in self.devices.gpus:
+            yield Observation(gpu.total_memory, {"device": str(gpu.ordinal), "name": gpu.name})
 
     # --- notifications for watchers ---------------------------------------------------------------------------
 
