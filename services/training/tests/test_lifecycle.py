@@ -167,24 +167,35 @@ async def watch_all_now(client, job_id):
     return events
 
 
-async def test_cli_train_wait_json(service, dataset, tmp_path):
+async def test_cli_train_wait_with_progress_and_with_json(service, dataset, tmp_path):
     file = tmp_path / "faq-cli.jsonl"
     file.write_text("".join(json.dumps(r) + "\n" for r in [
         {"prompt": "2+2=", "completion": "4"}, {"prompt": "Capital of France:", "completion": " Paris"},
         {"prompt": "Colour of the sky:", "completion": " blue"}, {"prompt": "3+3=", "completion": "6"}]))
     env = {**os.environ, "LORAG_TRAINING_ADDRESS": service["app"].address}
     command = [LORAG, "train", "--dataset", str(file), "--name", "cli-adapter", "--max-steps", "2",
-               "--batch-size", "2", "--max-length", "64", "--rank", "4", "--wait", "--json"]
+               "--batch-size", "2", "--max-length", "64", "--rank", "4", "--wait"]
+    # Without --json: the live progress bar renders (on stderr) from before the total is known to the end.
     result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=400, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    job = json.loads(result.stdout)
-    assert job["state"] == "SUCCEEDED" and job["adapter_name"] == "cli-adapter"
-    assert job["result_adapter"]["name"] == "cli-adapter" and job["hyperparameters"]["max_steps"] == "2"
+    assert "succeeded" in result.stderr and "SUCCEEDED" in result.stdout
 
     listed = await asyncio.to_thread(subprocess.run, [LORAG, "jobs", "list", "--state", "succeeded", "--json"],
                                      capture_output=True, text=True, timeout=60, env=env)
     assert listed.returncode == 0, listed.stderr
-    assert job["id"] in [j["id"] for j in json.loads(listed.stdout)["training_jobs"]]
+    (job,) = [j for j in json.loads(listed.stdout)["training_jobs"] if j["adapter_name"] == "cli-adapter"]
+    assert job["state"] == "SUCCEEDED" and job["result_adapter"]["name"] == "cli-adapter"
+    assert job["hyperparameters"]["max_steps"] == "2"
+    got = await asyncio.to_thread(subprocess.run, [LORAG, "jobs", "get", job["id"], "--json"],
+                                  capture_output=True, text=True, timeout=60, env=env)
+    assert got.returncode == 0 and json.loads(got.stdout)["state"] == "SUCCEEDED"
+
+    # With --json: the final job, its state included, is what is printed.
+    command = [*command[:5], "cli-adapter-json", command[6], "1", *command[8:], "--json"]
+    result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=400, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout)
+    assert printed["state"] == "SUCCEEDED" and printed["result_adapter"]["name"] == "cli-adapter-json"
     aliased = await asyncio.to_thread(subprocess.run, [LORAG, "adapters", "alias", "cli-adapter@staging", "1", "--json"],
                                       capture_output=True, text=True, timeout=60, env=env)
     assert aliased.returncode == 0 and json.loads(aliased.stdout)["aliases"] == ["staging"]
