@@ -31,7 +31,7 @@ TOOLS_PATH = os.pathsep.join(
 )
 # Read by every service (or by lorag_models / the chassis) rather than through one service's settings class.
 STACK_WIDE = {"LORAG_METRICS_HOST", "LORAG_MODEL_CACHE"} | {
-    f"LORAG_WEAVIATE_{k}" for k in ("HOST", "HTTP_PORT", "GRPC_PORT", "SECURE", "API_KEY")
+    f"LORAG_WEAVIATE_{k}" for k in ("HOST", "GRPC_HOST", "HTTP_PORT", "GRPC_PORT", "SECURE", "API_KEY")
 }
 # Metrics in the dashboard that come from outside lorag (NVIDIA dcgm-exporter for GPU use).
 EXTERNAL_METRICS = {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED"}

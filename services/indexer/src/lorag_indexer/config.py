@@ -26,7 +26,12 @@ class IndexerSettings(ServiceSettings):
 
     # -- where Weaviate is (stack-wide names) --------------------------------------------------------------------
     weaviate_host: str = Field(
-        "127.0.0.1", min_length=1, validation_alias="LORAG_WEAVIATE_HOST", description="Weaviate host (HTTP and gRPC)."
+        "127.0.0.1", min_length=1, validation_alias="LORAG_WEAVIATE_HOST", description="Weaviate host (HTTP, and gRPC too)."
+    )
+    weaviate_grpc_host: str | None = Field(
+        None,
+        validation_alias="LORAG_WEAVIATE_GRPC_HOST",
+        description="Weaviate's gRPC host when it differs (e.g. the official chart's weaviate-grpc Service).",
     )
     weaviate_http_port: int = Field(
         8079, ge=1, le=65535, validation_alias="LORAG_WEAVIATE_HTTP_PORT", description="Weaviate REST port."
@@ -88,5 +93,9 @@ class IndexerSettings(ServiceSettings):
         return f"{scheme}://{self.weaviate_host}:{self.weaviate_http_port}"
 
     @property
+    def weaviate_grpc_hostname(self) -> str:
+        return self.weaviate_grpc_host or self.weaviate_host
+
+    @property
     def weaviate_grpc_address(self) -> str:
-        return f"{self.weaviate_host}:{self.weaviate_grpc_port}"
+        return f"{self.weaviate_grpc_hostname}:{self.weaviate_grpc_port}"

@@ -555,7 +555,7 @@ class WeaviateStore:
             http_host=s.weaviate_host,
             http_port=s.weaviate_http_port,
             http_secure=s.weaviate_secure,
-            grpc_host=s.weaviate_host,
+            grpc_host=s.weaviate_grpc_hostname,
             grpc_port=s.weaviate_grpc_port,
             grpc_secure=s.weaviate_secure,
             auth_credentials=Auth.api_key(s.weaviate_api_key.get_secret_value()) if s.weaviate_api_key else None,
@@ -646,7 +646,7 @@ class WeaviateStore:
             "db.system.name": "weaviate",
             "db.system": "weaviate",
             "db.operation.name": operation,
-            "server.address": s.weaviate_host,
+            "server.address": s.weaviate_host if rest else s.weaviate_grpc_hostname,
             "server.port": s.weaviate_http_port if rest else s.weaviate_grpc_port,
             "network.protocol.name": "http" if rest else "grpc",
         }
