@@ -145,3 +145,32 @@ async def lorag_services(weaviate: WeaviateServer, generation_service: str, tmp_
         await app.stop(0)
         if shutdown is not None:
             await shutdown()
+
+
+@pytest.fixture(scope="session")
+def process_stack(tmp_path_factory: pytest.TempPathFactory):
+    """The stack as it is deployed, once per session: a Jaeger (in memory) and Weaviate plus every installed service,
+    each its own process on free ports with its own metrics port, exporting OTLP to that Jaeger.
+
+    Yields ``(jaeger, stack)`` (``lorag_cli.stack.jaeger.JaegerServer``, ``lorag_cli.stack.manager.LocalStack``).
+    Skipped only where the Jaeger binary is absent; `make setup` builds it, as CI does.
+    """
+    from lorag_cli.stack.components import SERVICES
+    from lorag_cli.stack.jaeger import JaegerNotInstalledError, JaegerServer, find_jaeger_binary
+    from lorag_cli.stack.manager import LocalStack
+    from lorag_cli.stack.private import private_env
+
+    try:
+        find_jaeger_binary()
+    except JaegerNotInstalledError as exc:
+        pytest.skip(f"{exc} (CI builds it in `make setup`)")
+    root = tmp_path_factory.mktemp("process-stack")
+    with JaegerServer(root / "jaeger") as jaeger:
+        installed = [s for s in SERVICES if s.installed()]
+        env = private_env(root / "state", [s.name for s in installed], jaeger.otel_env(schedule_delay_ms=100))
+        stack = LocalStack(state=root / "state", env=env, services=installed)
+        try:
+            stack.up(timeout=300.0)  # model loads overlap on a 2-core box
+            yield jaeger, stack
+        finally:
+            stack.down(grace=10)

@@ -1,15 +1,15 @@
-"""Every service exposes RED metrics per RPC (and the embedding service its batching metrics) for Prometheus.
+"""Every service exposes RED metrics per RPC, and its domain metrics, for Prometheus.
 
 The in-process ``lorag_services`` fixture cannot be scraped: its services share one process-wide MeterProvider,
-created without a Prometheus reader (no metrics port). So this module starts the stack the way it is deployed —
-Weaviate and each installed service as its own process, each with its own metrics port (free ports, a private
-state folder) — makes a few calls, one of them failing on purpose per service, and scrapes each port over HTTP.
+created without a Prometheus reader (no metrics port). So this module uses the session's ``process_stack`` (the
+stack as deployed: each service its own process with its own metrics port), scrapes every port, makes a few calls,
+one of them failing on purpose per service, scrapes again, and checks what the calls added: other modules share
+the stack, so figures are differences, never totals.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import grpc
 import httpx
@@ -20,15 +20,11 @@ from lorag.embedding.v1 import embedding_service_pb2 as embedding_pb
 from lorag.embedding.v1 import embedding_service_pb2_grpc as embedding_grpc
 from lorag.indexer.v1 import indexer_service_pb2 as indexer_pb
 from lorag.indexer.v1 import indexer_service_pb2_grpc as indexer_grpc
-from lorag_cli.stack.components import SERVICES
 from lorag_cli.stack.manager import LocalStack
-from lorag_cli.stack.private import private_env
-from lorag_client import GatewayClient, document
+from lorag_client import GatewayClient, GenerationClient, TrainingClient, document
 
 COLLECTION = f"Metrics{uuid.uuid4().hex[:8]}"
 TENANT = "acme"
-KNOWLEDGE_PATH = ("embedding", "indexer", "retrieval", "gateway")
-STARTUP_TIMEOUT = 300.0
 
 REQUESTS = "lorag_rpc_server_requests_total"
 DURATION = "lorag_rpc_server_duration_seconds"
@@ -40,16 +36,8 @@ INGEST = "/lorag.gateway.v1.GatewayService/IngestDocuments"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    state = tmp_path_factory.mktemp("metrics-stack")
-    specs = [s for s in SERVICES if s.name in KNOWLEDGE_PATH]
-    local = LocalStack(state=state, env=private_env(state, [s.name for s in specs]), services=specs)
-    assert {s.name for s in local.services} == set(KNOWLEDGE_PATH)
-    try:
-        local.up(timeout=STARTUP_TIMEOUT)
-        yield local
-    finally:
-        local.down(grace=10)
+def stack(process_stack) -> LocalStack:  # type: ignore[no-untyped-def]
+    return process_stack[1]
 
 
 def _service(stack: LocalStack, name: str):  # type: ignore[no-untyped-def]
@@ -57,8 +45,10 @@ def _service(stack: LocalStack, name: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-async def traffic(stack: LocalStack) -> dict[str, int]:
-    """A few calls through the gateway plus one failing call per service; returns the figures they should leave."""
+async def traffic(stack: LocalStack) -> dict:
+    """A few calls through the gateway plus one failing call per service; returns the figures they should leave
+    and what each service's metrics were before them."""
+    before = {svc.name: _scrape(stack, svc.name) for svc in stack.services}
     async with GatewayClient(_service(stack, "gateway").address) as gateway:
         docs = [
             document(tenant=TENANT, collection=COLLECTION, id="a", text="Paris is the capital of France."),
@@ -84,7 +74,22 @@ async def traffic(stack: LocalStack) -> dict[str, int]:
                 indexer_pb.SearchRequest(collection="NoSuchCollection", tenant=TENANT, query_text="x")
             )
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
-    return {"chunks": summary.chunk_count, "ingest_tokens": summary.usage.prompt_tokens}
+    async with GenerationClient(_service(stack, "generation").address, timeout=300) as generation:
+        reply = await generation.generate("The capital of France is", temperature=0, max_new_tokens=4)
+        with pytest.raises(grpc.aio.AioRpcError) as unknown_adapter:
+            await generation.generate("Hi", adapter="no-such-adapter", max_new_tokens=4)
+        assert unknown_adapter.value.code() == grpc.StatusCode.NOT_FOUND
+    async with TrainingClient(_service(stack, "training").address) as training:
+        await training.list_jobs()
+        with pytest.raises(grpc.aio.AioRpcError) as unknown_job:
+            await training.get_job("job-does-not-exist")
+        assert unknown_job.value.code() == grpc.StatusCode.NOT_FOUND
+    return {
+        "chunks": summary.chunk_count,
+        "ingest_tokens": summary.usage.prompt_tokens,
+        "generated_tokens": reply.usage.completion_tokens,
+        "before": before,
+    }
 
 
 def _scrape(stack: LocalStack, name: str) -> dict[str, list]:
@@ -100,6 +105,19 @@ def _scrape(stack: LocalStack, name: str) -> dict[str, list]:
 def _value(samples: dict[str, list], name: str, **labels: str) -> float:
     """The sum of `name`'s samples whose labels include `labels` (0 when there is none)."""
     return sum(v for lab, v in samples.get(name, []) if labels.items() <= lab.items())
+
+
+def _added(stack: LocalStack, name: str, traffic: dict) -> dict[str, list]:
+    """What the module's traffic added to service `name`'s counters and histograms (gauges: their value now)."""
+    after, before = _scrape(stack, name), traffic["before"][name]
+    added: dict[str, list] = {}
+    for sample, values in after.items():
+        earlier = {tuple(sorted(lab.items())): v for lab, v in before.get(sample, [])}
+        cumulative = sample.endswith(("_total", "_count", "_sum", "_bucket"))
+        added[sample] = [
+            (lab, v - earlier.get(tuple(sorted(lab.items())), 0.0) if cumulative else v) for lab, v in values
+        ]
+    return added
 
 
 def _assert_red(samples: dict[str, list], method: str, code: str, count: int | None = None) -> None:
@@ -120,7 +138,7 @@ def _assert_red(samples: dict[str, list], method: str, code: str, count: int | N
 
 
 async def test_gateway_counts_each_rpc_by_status_code(stack, traffic):
-    samples = _scrape(stack, "gateway")
+    samples = _added(stack, "gateway", traffic)
     _assert_red(samples, INGEST, "OK", 1)
     _assert_red(samples, GATEWAY_RETRIEVE, "OK", 1)
     _assert_red(samples, GATEWAY_RETRIEVE, "INVALID_ARGUMENT", 1)
@@ -128,13 +146,13 @@ async def test_gateway_counts_each_rpc_by_status_code(stack, traffic):
 
 
 async def test_retrieval_counts_each_rpc_by_status_code(stack, traffic):
-    samples = _scrape(stack, "retrieval")
+    samples = _added(stack, "retrieval", traffic)
     _assert_red(samples, RETRIEVAL_RETRIEVE, "OK", 1)
     _assert_red(samples, RETRIEVAL_RETRIEVE, "INVALID_ARGUMENT", 1)
 
 
 async def test_indexer_counts_each_rpc_by_status_code(stack, traffic):
-    samples = _scrape(stack, "indexer")
+    samples = _added(stack, "indexer", traffic)
     _assert_red(samples, SEARCH, "OK", 1)
     _assert_red(samples, SEARCH, "NOT_FOUND", 1)
     _assert_red(samples, "/lorag.indexer.v1.IndexerService/UpsertChunks", "OK")
@@ -142,8 +160,26 @@ async def test_indexer_counts_each_rpc_by_status_code(stack, traffic):
     assert _value(samples, "lorag_indexer_weaviate_up") == 1
 
 
+async def test_generation_counts_rpcs_and_reports_tokens_and_adapters(stack, traffic):
+    samples = _added(stack, "generation", traffic)
+    _assert_red(samples, "/lorag.generation.v1.GenerationService/Generate", "OK", 1)
+    _assert_red(samples, "/lorag.generation.v1.GenerationService/Generate", "NOT_FOUND", 1)
+    assert _value(samples, "lorag_generation_tokens_total") == traffic["generated_tokens"] == 4
+    assert _value(samples, "lorag_generation_tokens_per_second_count") == 1
+    assert _value(samples, "lorag_generation_batch_size_count") >= 3  # prefill gives token 1, then a step per token
+    assert "lorag_generation_adapters_active" in samples and "lorag_generation_queue_depth" in samples
+    assert _value(samples, "lorag_generation_queue_depth") == 0
+
+
+async def test_training_counts_rpcs_and_reports_jobs(stack, traffic):
+    samples = _added(stack, "training", traffic)
+    _assert_red(samples, "/lorag.training.v1.TrainingService/ListTrainingJobs", "OK", 1)
+    _assert_red(samples, "/lorag.training.v1.TrainingService/GetTrainingJob", "NOT_FOUND", 1)
+    assert "lorag_training_jobs_running" in samples
+
+
 async def test_embedding_counts_rpcs_and_reports_its_batches_and_queue(stack, traffic):
-    samples = _scrape(stack, "embedding")
+    samples = _added(stack, "embedding", traffic)
     _assert_red(samples, EMBED, "OK")
     _assert_red(samples, EMBED, "INVALID_ARGUMENT", 1)
     batches = _value(samples, "lorag_embedding_batch_size_count")

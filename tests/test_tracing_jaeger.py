@@ -1,7 +1,7 @@
 """One request is one trace, in a real Jaeger: the stack runs as separate processes exporting OTLP to it.
 
 A Jaeger all-in-one (in memory, free ports) and a private local stack (Weaviate + every installed service, free
-ports, its own state folder) start once for the module. Each test makes one request through the gateway, finds
+ports, its own state folder) start once for the session (`process_stack` in conftest.py). Each test makes one request through the gateway, finds
 its trace through Jaeger's query API, and checks what an operator reads there: which service called which (span
 parent links across processes, plus the indexer's client spans to Weaviate), the attributes that say what was
 asked (tenant, collection, k, model, tokens), that no attribute carries document or question text, and that the
@@ -17,16 +17,13 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 
 import grpc
 import pytest
 
 from lorag.gateway.v1 import gateway_service_pb2 as pb
-from lorag_cli.stack.components import SERVICES
-from lorag_cli.stack.jaeger import JaegerNotInstalledError, JaegerServer, Trace, find_jaeger_binary
+from lorag_cli.stack.jaeger import JaegerServer, Trace
 from lorag_cli.stack.manager import LocalStack
-from lorag_cli.stack.private import private_env
 from lorag_client import GatewayClient, TrainingClient, document, retrieval_options
 
 COLLECTION = f"Trace{uuid.uuid4().hex[:8]}"
@@ -47,25 +44,12 @@ INGEST_OP = "/lorag.gateway.v1.GatewayService/IngestDocuments"
 RETRIEVE_OP = "/lorag.gateway.v1.GatewayService/Retrieve"
 ASK_OP = "/lorag.gateway.v1.GatewayService/Ask"
 EMBED_OP = "/lorag.embedding.v1.EmbeddingService/Embed"
-STARTUP_TIMEOUT = 300.0  # model loads overlap on a 2-core box
 
 
 @pytest.fixture(scope="module")
-def traced_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[JaegerServer, LocalStack]]:
-    try:
-        find_jaeger_binary()
-    except JaegerNotInstalledError as exc:
-        pytest.skip(f"{exc} (CI builds it in `make setup`)")
-    root = tmp_path_factory.mktemp("traced")
-    with JaegerServer(root / "jaeger") as jaeger:
-        installed = [s for s in SERVICES if s.installed()]
-        env = private_env(root / "state", [s.name for s in installed], jaeger.otel_env(schedule_delay_ms=100))
-        stack = LocalStack(state=root / "state", env=env, services=installed)
-        try:
-            stack.up(timeout=STARTUP_TIMEOUT)
-            yield jaeger, stack
-        finally:
-            stack.down(grace=10)
+def traced_stack(process_stack):  # type: ignore[no-untyped-def]
+    """The session's process stack (conftest.py): Jaeger plus every service as its own process."""
+    return process_stack
 
 
 def _address(stack: LocalStack, name: str) -> str:
@@ -95,10 +79,12 @@ async def ingested(gateway) -> pb.IngestSummary:
 
 
 async def _only_trace(jaeger: JaegerServer, operation: str, services: set[str], timeout: float = 30.0) -> Trace:
-    """The one trace whose gateway span is `operation`, once spans of every one of `services` arrived."""
+    """The one trace of this module's collection whose gateway span is `operation`, once spans of every one of
+    `services` arrived (other modules share the stack, so traces of other collections are left out)."""
     deadline = time.monotonic() + timeout
     while True:
         found = await asyncio.to_thread(jaeger.query.get_traces, GATEWAY, operation=operation)
+        found = [t for t in found if any(value == COLLECTION for _, _, value in t.attribute_values())]
         if len(found) == 1 and services <= found[0].services:
             return await asyncio.to_thread(jaeger.query.get_trace, found[0].trace_id) or found[0]
         if time.monotonic() >= deadline:
