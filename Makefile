@@ -22,9 +22,15 @@ protos: setup  ## regenerate Python stubs from protos/
 check-protos: setup  ## fail if the committed generated code is stale
 	$(PY) scripts/gen_protos.py --check
 
-lint: setup check-protos  ## buf lint (STANDARD + COMMENTS)
+lint: setup check-protos  ## buf lint (STANDARD + COMMENTS), ruff (lint + format check) and mypy (strict for the libs)
 	$(BUF) lint
 	@echo "buf lint: clean"
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy libs/*/src services/*/src benchmarks scripts
+	@# Test folders share module names (conftest, test_service): one mypy run per folder keeps them apart.
+	@for d in tests libs/*/tests services/*/tests; do .venv/bin/mypy --no-error-summary "$$d" || exit 1; done
+	@echo "ruff and mypy: clean"
 
 breaking: setup  ## buf breaking against main (run on a branch before merging)
 	$(BUF) breaking --against '.git#branch=main'
