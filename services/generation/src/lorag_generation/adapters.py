@@ -36,7 +36,7 @@ import grpc
 from lorag_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from lorag_core.telemetry import get_logger
 from lorag_generation.backends.base import AdapterFiles, AdapterHandle, GenerationBackend, ModelInfo
-from lorag_generation.requests import AdapterReference, parse_adapter_reference, validate_adapter_name
+from lorag_generation.convert import AdapterReference, parse_adapter_reference, validate_adapter_name
 
 log = get_logger(__name__)
 

@@ -24,7 +24,7 @@ from lorag_generation.backends.base import (
     StreamItem,
     TextDelta,
 )
-from lorag_generation.requests import check_prompt_fits, parse_input, parse_sampling
+from lorag_generation.convert import check_prompt_fits, parse_input, parse_sampling
 
 _FINISH = {
     FinishReason.STOP: common_pb2.FINISH_REASON_STOP,

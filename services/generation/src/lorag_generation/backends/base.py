@@ -1,6 +1,6 @@
 """The generation backend interface: what the servicer asks of a model, whichever serves it.
 
-The servicer validates a request (``lorag_generation.requests``), resolves the adapter it names to an
+The servicer validates a request (``lorag_generation.convert``), resolves the adapter it names to an
 :class:`AdapterHandle`, and calls :meth:`GenerationBackend.stream`, which yields :class:`TextDelta` items and ends
 with exactly one :class:`Finished`. ``Generate`` joins the deltas; ``GenerateStream`` forwards them. Both backends
 (``transformers`` in process, ``openai`` over HTTP) honour the same :class:`SamplingSettings`, apply stop sequences

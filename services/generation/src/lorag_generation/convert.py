@@ -1,4 +1,4 @@
-"""Requests at the edge: proto messages checked and turned into the backend's domain objects.
+"""The proto edge: request messages checked and turned into the backend's domain objects.
 
 Everything here is pure (no model, no I/O), so every rule of the contract (roles, sampling ranges, adapter
 references, the context limit) is unit-tested without a server. Violations are ``InvalidArgument`` naming the
@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from lorag.common.v1 import common_pb2
 from lorag_core.errors import FieldViolation, InvalidArgument
+from lorag_core.names import ADAPTER, INVALID_NAME
 from lorag_generation.backends.base import GenerationInput, Message, Role, SamplingSettings
 
-#: Adapter names (LoadAdapterRequest.name): 1 to 128 letters, digits, ".", "-" or "_".
-ADAPTER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+#: What may follow "@" in an adapter reference: a registry alias or a decimal version (the registry tells them apart).
+SELECTOR = re.compile(r"[A-Za-z0-9_-]{1,128}")
 MAX_STOP_SEQUENCES = 8
 DEFAULT_MAX_NEW_TOKENS = 256
 
@@ -149,13 +150,15 @@ class AdapterReference:
 def parse_adapter_reference(text: str, field_name: str = "adapter") -> AdapterReference:
     """Split ``name[@alias|@version]``; a suffix of digits is a version, anything else an alias."""
     name, at, suffix = text.partition("@")
-    if not ADAPTER_NAME.match(name):
+    if not ADAPTER.matches(name):
         raise InvalidArgument.of(
-            field_name, f"{text!r} is not an adapter reference: the name is 1 to 128 letters, digits, '.', '-' or '_'"
+            field_name,
+            f"{text[:160]!r} is not an adapter reference: the name must be {ADAPTER.description}",
+            reason=INVALID_NAME,
         )
     if not at:
         return AdapterReference(name)
-    if not suffix or not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", suffix):
+    if not SELECTOR.fullmatch(suffix):
         raise InvalidArgument.of(field_name, f"{text!r}: after '@' give an alias or a decimal version")
     if suffix.isdigit():
         return AdapterReference(name, version=str(int(suffix)))
@@ -163,6 +166,5 @@ def parse_adapter_reference(text: str, field_name: str = "adapter") -> AdapterRe
 
 
 def validate_adapter_name(name: str, field_name: str = "name") -> str:
-    if not ADAPTER_NAME.match(name):
-        raise InvalidArgument.of(field_name, f"{name!r}: use 1 to 128 letters, digits, '.', '-' or '_' (no '@')")
-    return name
+    """A public adapter name (LoadAdapterRequest.name): the shared adapter rule, so never an "@" reference."""
+    return ADAPTER.check(name, field_name)

@@ -1,4 +1,4 @@
-"""Unit tier: the request rules of the contract (input, roles, sampling ranges, adapter references, context)."""
+"""The proto edge's rules of the contract (input, roles, sampling ranges, adapter references, context)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ from lorag.common.v1 import common_pb2
 from lorag.generation.v1 import generation_service_pb2 as pb
 from lorag_core.errors import InvalidArgument
 from lorag_generation.backends.base import GenerationInput, Role
-from lorag_generation.requests import (
+from lorag_generation.convert import (
     AdapterReference,
     check_prompt_fits,
     parse_adapter_reference,
     parse_input,
     parse_sampling,
+    validate_adapter_name,
 )
+
+pytestmark = pytest.mark.unit
 
 
 def fields(error: InvalidArgument) -> list[str]:
@@ -131,8 +134,26 @@ def test_adapter_references(text: str, expected: AdapterReference) -> None:
     assert str(parsed) == text
 
 
-@pytest.mark.parametrize("text", ["@prod", "a b", "name@", "name@a@b", "x" * 129])
-def test_bad_adapter_references_are_invalid(text: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("@prod", "INVALID_NAME"),
+        ("a b", "INVALID_NAME"),
+        ("x" * 129, "INVALID_NAME"),
+        ("name@", "INVALID_ARGUMENT"),
+        ("name@a@b", "INVALID_ARGUMENT"),
+    ],
+)
+def test_bad_adapter_references_are_invalid(text: str, reason: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         parse_adapter_reference(text)
     assert fields(caught.value) == ["adapter"]
+    assert caught.value.reason == reason
+
+
+def test_adapter_names_follow_the_shared_rule() -> None:
+    assert validate_adapter_name("support.bot_v2") == "support.bot_v2"
+    for bad in ("", "a@b", "x" * 129):
+        with pytest.raises(InvalidArgument) as caught:
+            validate_adapter_name(bad)
+        assert fields(caught.value) == ["name"] and caught.value.reason == "INVALID_NAME"
