@@ -152,11 +152,11 @@ def process_stack(tmp_path_factory: pytest.TempPathFactory):
     """The stack as it is deployed, once per session: a Jaeger (in memory) and Weaviate plus every installed service,
     each its own process on free ports with its own metrics port, exporting OTLP to that Jaeger.
 
-    Yields ``(jaeger, stack)`` (``lorag_cli.stack.jaeger.JaegerServer``, ``lorag_cli.stack.manager.LocalStack``).
+    Yields ``(jaeger, stack)`` (``lorag_testing.jaeger.JaegerServer``, ``lorag_cli.stack.manager.LocalStack``).
     Skipped only where the Jaeger binary is absent; `make setup` builds it, as CI does.
     """
     from lorag_cli.stack.components import SERVICES
-    from lorag_cli.stack.jaeger import JaegerNotInstalledError, JaegerServer, find_jaeger_binary
+    from lorag_testing.jaeger import JaegerNotInstalledError, JaegerServer, find_jaeger_binary
     from lorag_cli.stack.manager import LocalStack
     from lorag_cli.stack.private import private_env
 

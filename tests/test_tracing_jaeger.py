@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 from lorag.gateway.v1 import gateway_service_pb2 as pb
-from lorag_cli.stack.jaeger import JaegerServer, Trace
+from lorag_testing.jaeger import JaegerServer, Trace
 from lorag_cli.stack.manager import LocalStack
 from lorag_client import GatewayClient, TrainingClient, document, retrieval_options
 

@@ -3,7 +3,8 @@
 The binary is built once by `make setup` into the lorag cache. Started without arguments it listens on fixed ports
 (OTLP 4317/4318, query 16686, and more), so this launcher writes its own configuration — the all-in-one pipeline
 with only the OTLP receiver, in-memory storage and the query extension, its own metrics switched off — on ports it
-picks free. Tests start one per module; an operator can start one next to `lorag up` the same way.
+picks free. The root conftest's `process_stack` starts one per session. It reuses the CLI's launcher base
+(`lorag_cli.stack.processes`) but lives here, in the test-support package, because only tests start it.
 
     with JaegerServer(tmp / "jaeger") as jaeger:
         env = jaeger.otel_env()               # OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:<otlp grpc>, ...
@@ -75,12 +76,13 @@ class JaegerPorts:
         chosen: dict[str, int] = {}
         with PortPicker() as picker:  # holds each pick until all are chosen, so no two collide
             for name in ("otlp_grpc", "otlp_http", "query_http", "query_grpc"):
-                port = given.get(name)
-                if port is None:
-                    while (port := picker.single()) in taken:
-                        pass
-                    taken.add(port)
-                chosen[name] = port
+                wanted = given.get(name)
+                if wanted is None:
+                    wanted = picker.single()
+                    while wanted in taken:
+                        wanted = picker.single()
+                    taken.add(wanted)
+                chosen[name] = wanted
         return cls(**chosen)
 
 
@@ -166,9 +168,7 @@ class Trace:
         spans = []
         for raw in data.get("spans") or []:
             tags = {t["key"]: t.get("value") for t in raw.get("tags") or []}
-            parent = next(
-                (r["spanID"] for r in raw.get("references") or [] if r.get("refType") == "CHILD_OF"), None
-            )
+            parent = next((r["spanID"] for r in raw.get("references") or [] if r.get("refType") == "CHILD_OF"), None)
             spans.append(
                 Span(
                     span_id=raw["spanID"],
@@ -178,7 +178,9 @@ class Trace:
                     parent_id=parent,
                     kind=str(tags.get("span.kind", "")),
                     tags=tags,
-                    events=[{f["key"]: f.get("value") for f in log.get("fields") or []} for log in raw.get("logs") or []],
+                    events=[
+                        {f["key"]: f.get("value") for f in log.get("fields") or []} for log in raw.get("logs") or []
+                    ],
                     start_us=int(raw.get("startTime", 0)),
                     duration_us=int(raw.get("duration", 0)),
                 )
@@ -393,8 +395,9 @@ class JaegerServer(processes.ManagedServer):
             if self.is_ready():
                 return
             if time.monotonic() >= deadline:
-                raise StartupError("jaeger", f"query API not ready at {self.query_url} after {timeout:.0f} s",
-                                   self.log_tail())
+                raise StartupError(
+                    "jaeger", f"query API not ready at {self.query_url} after {timeout:.0f} s", self.log_tail()
+                )
             time.sleep(0.2)
 
     def __repr__(self) -> str:
