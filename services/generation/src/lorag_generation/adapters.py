@@ -19,8 +19,6 @@ rules around them, the same for every backend:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import itertools
 import json
 import os
@@ -34,6 +32,7 @@ from urllib.parse import unquote, urlparse
 import grpc
 
 from lorag_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from lorag_core.pagination import decode_page_token, encode_page_token, page_size
 from lorag_core.telemetry import get_logger
 from lorag_generation.backends.base import AdapterFiles, AdapterHandle, GenerationBackend, ModelInfo
 from lorag_generation.convert import AdapterReference, parse_adapter_reference, validate_adapter_name
@@ -42,6 +41,8 @@ log = get_logger(__name__)
 
 #: Adapter states, as ``Adapter.State`` in generation_service.proto.
 LOADING, LOADED, EVICTED, FAILED = "LOADING", "LOADED", "EVICTED", "FAILED"
+#: The page tokens of ListAdapters name the RPC that issued them (lorag_core.pagination).
+LIST_ADAPTERS = "ListAdapters"
 
 
 # -- adapter files ----------------------------------------------------------------------------------------------------
@@ -260,23 +261,17 @@ class AdapterManager:
     def get(self, name: str) -> AdapterEntry | None:
         return self._entries.get(name)
 
-    def list(self, page_size: int, page_token: str) -> tuple[list[AdapterEntry], str]:
-        """One page of entries ordered by name; the token is the last name of the previous page, encoded."""
-        if not 0 <= page_size <= 1000:
-            raise InvalidArgument.of("page_size", f"must be between 0 and 1000, got {page_size}")
-        size = page_size or 100
-        after = ""
-        if page_token:
-            try:
-                after = base64.urlsafe_b64decode(page_token.encode()).decode()
-            except (binascii.Error, UnicodeDecodeError, ValueError):
-                raise InvalidArgument.of("page_token", "not a token this service issued") from None
-            if not after.startswith("a:"):
-                raise InvalidArgument.of("page_token", "not a token this service issued")
-            after = after[2:]
+    def list(self, requested_size: int, page_token: str) -> tuple[list[AdapterEntry], str]:
+        """One page of entries ordered by name; the token continues after the last name of the previous page."""
+        size = page_size(requested_size)
+        after = decode_page_token(page_token, LIST_ADAPTERS, "") or ""
+        if not isinstance(after, str):
+            raise InvalidArgument.of(
+                "page_token", "is not a page token this RPC issued for this request", reason="INVALID_PAGE_TOKEN"
+            )
         names = sorted(n for n in self._entries if n > after)
         page = [self._entries[n] for n in names[:size]]
-        next_token = base64.urlsafe_b64encode(f"a:{page[-1].name}".encode()).decode() if len(names) > size else ""
+        next_token = encode_page_token(LIST_ADAPTERS, "", page[-1].name) if len(names) > size else ""
         return page, next_token
 
     # -- requests ---------------------------------------------------------------------------------------------------
