@@ -1,14 +1,14 @@
 """Client for the gateway, lorag's public entry: ingest documents, delete them, retrieve passages, ask questions.
 
-    async with GatewayClient() as gateway:
-        answer = await gateway.ask("What is LoRA?", collection="docs", tenant="acme", top_k=3, temperature=0)
-        print(answer.answer, [c.document_id for c in answer.cited])
+async with GatewayClient() as gateway:
+    answer = await gateway.ask("What is LoRA?", collection="docs", tenant="acme", top_k=3, temperature=0)
+    print(answer.answer, [c.document_id for c in answer.cited])
 
-        async for item in gateway.ask_stream("What is LoRA?", collection="docs", tenant="acme"):
-            if isinstance(item, AskDelta):
-                print(item.text, end="", flush=True)   # as the model decodes it
-            else:
-                answer = item                           # the Answer: citations, usage, timing
+    async for item in gateway.ask_stream("What is LoRA?", collection="docs", tenant="acme"):
+        if isinstance(item, AskDelta):
+            print(item.text, end="", flush=True)   # as the model decodes it
+        else:
+            answer = item                           # the Answer: citations, usage, timing
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from lorag_client.base import ServiceClient
 from lorag_client.indexer import metadata_value
 from lorag_client.retrieval import retrieval_options
 from lorag_client.sampling import FINISH_REASONS, sampling_params
+
 
 @dataclass(frozen=True)
 class Citation:
@@ -203,10 +204,11 @@ class GatewayClient(ServiceClient):
     """Typed asyncio client of lorag.gateway.v1.GatewayService."""
 
     service = "gateway"
-    service_name = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
-    idempotent = False  # Ask generates; ingest is a stream: retried by the caller, per document
+    descriptor = pb.DESCRIPTOR.services_by_name["GatewayService"]
 
-    def _make_stub(self) -> pb_grpc.GatewayServiceStub:
+    _stub: pb_grpc.GatewayServiceAsyncStub
+
+    def _make_stub(self) -> pb_grpc.GatewayServiceAsyncStub:
         return pb_grpc.GatewayServiceStub(self.channel)
 
     async def ingest(
@@ -227,16 +229,16 @@ class GatewayClient(ServiceClient):
                 for doc in documents:
                     yield pb.IngestDocumentsRequest(document=doc, chunking=chunking, force=force)
 
-        call = self.stub.IngestDocuments(requests(), timeout=timeout)
-        async for response in call:
+        async for response in self._server_stream(self._stub.IngestDocuments, requests(), timeout=timeout):
             yield response
 
     async def delete_documents(
         self, collection: str, tenant: str, document_ids: Sequence[str], *, timeout: float | None = None
     ) -> pb.DeleteDocumentsResponse:
-        return await self.stub.DeleteDocuments(
+        return await self._unary(
+            self._stub.DeleteDocuments,
             pb.DeleteDocumentsRequest(collection=collection, tenant=tenant, document_ids=list(document_ids)),
-            timeout=self._timeout(timeout),
+            timeout=timeout,
         )
 
     async def retrieve(
@@ -253,7 +255,7 @@ class GatewayClient(ServiceClient):
         request = pb.RetrieveRequest(
             query=query, tenant=tenant, collection=collection, options=options or retrieval_options(**option_values)
         )
-        return await self.stub.Retrieve(request, timeout=self._timeout(timeout))
+        return await self._unary(self._stub.Retrieve, request, timeout=timeout)
 
     def _ask_fields(
         self,
@@ -271,8 +273,15 @@ class GatewayClient(ServiceClient):
     ) -> dict[str, Any]:
         if template_name is not None and template_text is not None:
             raise TypeError("pass template_name or template_text, not both")
-        sampling_names = {"temperature", "top_p", "sampling_top_k", "max_new_tokens", "stop_sequences", "seed",
-                          "repetition_penalty"}
+        sampling_names = {
+            "temperature",
+            "top_p",
+            "sampling_top_k",
+            "max_new_tokens",
+            "stop_sequences",
+            "seed",
+            "repetition_penalty",
+        }
         sampling_values = {k.removeprefix("sampling_"): v for k, v in values.items() if k in sampling_names}
         option_values = {k: v for k, v in values.items() if k not in sampling_names}
         if retrieval is not None and option_values:
@@ -317,11 +326,18 @@ class GatewayClient(ServiceClient):
         ``sampling`` message. ``adapter`` is "name", "name@alias" or "name@version"; empty uses the base model.
         """
         fields = self._ask_fields(
-            question, collection=collection, tenant=tenant, adapter=adapter, retrieval=retrieval, sampling=sampling,
-            template_name=template_name, template_text=template_text, answer_without_context=answer_without_context,
+            question,
+            collection=collection,
+            tenant=tenant,
+            adapter=adapter,
+            retrieval=retrieval,
+            sampling=sampling,
+            template_name=template_name,
+            template_text=template_text,
+            answer_without_context=answer_without_context,
             values=values,
         )
-        response = await self.stub.Ask(pb.AskRequest(**fields), timeout=self._timeout(timeout))
+        response = await self._unary(self._stub.Ask, pb.AskRequest(**fields), timeout=timeout)
         return Answer.from_pb(response.answer, response)
 
     async def ask_stream(
@@ -343,18 +359,21 @@ class GatewayClient(ServiceClient):
         :class:`Answer` (whose ``answer`` is the deltas joined). To stop early, close the iterator (``aclose()``,
         or iterate inside ``contextlib.aclosing``): that cancels the call, which stops generation."""
         fields = self._ask_fields(
-            question, collection=collection, tenant=tenant, adapter=adapter, retrieval=retrieval, sampling=sampling,
-            template_name=template_name, template_text=template_text, answer_without_context=answer_without_context,
+            question,
+            collection=collection,
+            tenant=tenant,
+            adapter=adapter,
+            retrieval=retrieval,
+            sampling=sampling,
+            template_name=template_name,
+            template_text=template_text,
+            answer_without_context=answer_without_context,
             values=values,
         )
-        call = self.stub.AskStream(pb.AskStreamRequest(**fields), timeout=self._timeout(timeout))
         pieces: list[str] = []
-        try:
-            async for response in call:
-                if response.HasField("delta"):
-                    pieces.append(response.delta.text)
-                    yield AskDelta(response.delta.text, response.delta.token_count)
-                elif response.HasField("summary"):
-                    yield Answer.from_pb("".join(pieces), response.summary)
-        finally:
-            call.cancel()
+        async for response in self._server_stream(self._stub.AskStream, pb.AskStreamRequest(**fields), timeout=timeout):
+            if response.HasField("delta"):
+                pieces.append(response.delta.text)
+                yield AskDelta(response.delta.text, response.delta.token_count)
+            elif response.HasField("summary"):
+                yield Answer.from_pb("".join(pieces), response.summary)

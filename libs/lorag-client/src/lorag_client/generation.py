@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from lorag.common.v1 import common_pb2
 from lorag.generation.v1 import generation_service_pb2 as pb
@@ -13,6 +14,7 @@ from lorag_client.sampling import sampling_params
 _ROLES = {"system": common_pb2.ROLE_SYSTEM, "user": common_pb2.ROLE_USER, "assistant": common_pb2.ROLE_ASSISTANT}
 
 Message = Mapping[str, str] | tuple[str, str]
+GenerateRequestT = TypeVar("GenerateRequestT", pb.GenerateRequest, pb.GenerateStreamRequest)
 
 
 def chat(messages: Iterable[Message]) -> common_pb2.Chat:
@@ -29,41 +31,48 @@ def chat(messages: Iterable[Message]) -> common_pb2.Chat:
 class GenerationClient(ServiceClient):
     """Generate text and manage LoRA adapters through the generation service.
 
-        async with GenerationClient() as generation:      # 127.0.0.1:50055 unless LORAG_GENERATION_ADDRESS is set
-            reply = await generation.generate(messages=[{"role": "user", "content": "Hi"}], temperature=0)
-            async for delta in generation.generate_stream(prompt="Once upon a time", max_new_tokens=32):
-                ...
+    async with GenerationClient() as generation:      # 127.0.0.1:50055 unless LORAG_GENERATION_ADDRESS is set
+        reply = await generation.generate(messages=[{"role": "user", "content": "Hi"}], temperature=0)
+        async for delta in generation.generate_stream(prompt="Once upon a time", max_new_tokens=32):
+            ...
     """
 
     service = "generation"
-    service_name = pb.DESCRIPTOR.services_by_name["GenerationService"].full_name
+    descriptor = pb.DESCRIPTOR.services_by_name["GenerationService"]
 
-    def _make_stub(self) -> pb_grpc.GenerationServiceStub:
+    _stub: pb_grpc.GenerationServiceAsyncStub
+
+    def _make_stub(self) -> pb_grpc.GenerationServiceAsyncStub:
         return pb_grpc.GenerationServiceStub(self.channel)
 
     @staticmethod
     def _request(
-        cls: type[pb.GenerateRequest] | type[pb.GenerateStreamRequest],
+        cls: type[GenerateRequestT],
         prompt: str | None,
-        messages: Iterable[Message] | None,
+        messages: Iterable[Message] | common_pb2.Chat | None,
         adapter: str,
-        **sampling: object,
-    ) -> pb.GenerateRequest | pb.GenerateStreamRequest:
+        sampling: common_pb2.SamplingParams | None,
+        values: dict[str, Any],
+    ) -> GenerateRequestT:
         if (prompt is None) == (messages is None):
             raise ValueError("pass exactly one of prompt and messages")
-        request = cls(adapter=adapter, sampling=sampling_params(**sampling))  # type: ignore[arg-type]
+        given = {k: v for k, v in values.items() if v not in (None, ())}
+        if sampling is not None and given:
+            raise TypeError("pass either sampling or sampling keyword arguments, not both")
+        request = cls(adapter=adapter, sampling=sampling or sampling_params(**values))
         if prompt is not None:
             request.prompt = prompt
         else:
-            request.chat.CopyFrom(chat(messages))  # type: ignore[arg-type]
+            request.chat.CopyFrom(messages if isinstance(messages, common_pb2.Chat) else chat(messages or ()))
         return request
 
     async def generate(
         self,
         prompt: str | None = None,
         *,
-        messages: Iterable[Message] | None = None,
+        messages: Iterable[Message] | common_pb2.Chat | None = None,
         adapter: str = "",
+        sampling: common_pb2.SamplingParams | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
         top_k: int | None = None,
@@ -73,19 +82,28 @@ class GenerationClient(ServiceClient):
         repetition_penalty: float | None = None,
         timeout: float | None = None,
     ) -> pb.GenerateResponse:
-        """A whole completion of ``prompt`` (raw) or ``messages`` (chat template applied)."""
-        request = self._request(
-            pb.GenerateRequest, prompt, messages, adapter, temperature=temperature, top_p=top_p, top_k=top_k,
-            max_new_tokens=max_new_tokens, stop_sequences=stop, seed=seed, repetition_penalty=repetition_penalty,
+        """A whole completion of ``prompt`` (raw) or ``messages`` (chat template applied). Sampling is given as
+        keywords or as one ``sampling`` message. Never retried: a generation is not repeated silently."""
+        values = dict(
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            max_new_tokens=max_new_tokens,
+            stop_sequences=stop,
+            seed=seed,
+            repetition_penalty=repetition_penalty,
         )
-        return await self.stub.Generate(request, timeout=self._timeout(timeout))
+        request = self._request(pb.GenerateRequest, prompt, messages, adapter, sampling, values)
+        response: pb.GenerateResponse = await self._unary(self._stub.Generate, request, timeout=timeout)
+        return response
 
     async def generate_stream(
         self,
         prompt: str | None = None,
         *,
-        messages: Iterable[Message] | None = None,
+        messages: Iterable[Message] | common_pb2.Chat | None = None,
         adapter: str = "",
+        sampling: common_pb2.SamplingParams | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
         top_k: int | None = None,
@@ -97,27 +115,29 @@ class GenerationClient(ServiceClient):
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         """Stream messages: ``delta`` ones as text is decoded, then one ``summary``. Breaking out of the loop
         (or cancelling the task) cancels the call, which stops generation on the server."""
-        request = self._request(
-            pb.GenerateStreamRequest, prompt, messages, adapter, temperature=temperature, top_p=top_p, top_k=top_k,
-            max_new_tokens=max_new_tokens, stop_sequences=stop, seed=seed, repetition_penalty=repetition_penalty,
+        values = dict(
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            max_new_tokens=max_new_tokens,
+            stop_sequences=stop,
+            seed=seed,
+            repetition_penalty=repetition_penalty,
         )
-        call = self.stub.GenerateStream(request, timeout=self._timeout(timeout))
-        try:
-            async for message in call:
-                yield message
-        finally:
-            call.cancel()
+        request = self._request(pb.GenerateStreamRequest, prompt, messages, adapter, sampling, values)
+        async for message in self._server_stream(self._stub.GenerateStream, request, timeout=self._timeout(timeout)):
+            yield message
 
     async def model_info(self, *, timeout: float | None = None) -> pb.GetModelInfoResponse:
         """The base model, backend and limits."""
-        return await self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._timeout(timeout))
+        return await self._unary(self._stub.GetModelInfo, pb.GetModelInfoRequest(), timeout=timeout)
 
     async def list_adapters(
         self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
     ) -> pb.ListAdaptersResponse:
         """One page of adapters, ordered by name."""
-        return await self.stub.ListAdapters(
-            pb.ListAdaptersRequest(page_size=page_size, page_token=page_token), timeout=self._timeout(timeout)
+        return await self._unary(
+            self._stub.ListAdapters, pb.ListAdaptersRequest(page_size=page_size, page_token=page_token), timeout=timeout
         )
 
     async def all_adapters(self, *, timeout: float | None = None) -> list[pb.Adapter]:
@@ -150,12 +170,12 @@ class GenerationClient(ServiceClient):
             request.source_uri = str(source_uri)
         else:
             request.registry_reference = registry_reference  # type: ignore[assignment]
-        return await self.stub.LoadAdapter(request, timeout=self._timeout(timeout))
+        return await self._unary(self._stub.LoadAdapter, request, timeout=timeout)
 
     async def unload_adapter(
         self, name: str, *, allow_missing: bool = False, timeout: float | None = None
     ) -> pb.UnloadAdapterResponse:
         """Remove an adapter; requests already running with it finish first."""
-        return await self.stub.UnloadAdapter(
-            pb.UnloadAdapterRequest(name=name, allow_missing=allow_missing), timeout=self._timeout(timeout)
+        return await self._unary(
+            self._stub.UnloadAdapter, pb.UnloadAdapterRequest(name=name, allow_missing=allow_missing), timeout=timeout
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -92,7 +92,7 @@ def metadata_value(value: Any) -> common_pb2.MetadataValue:
         return common_pb2.MetadataValue(string_value=value)
     if isinstance(value, datetime):
         ts = Timestamp()
-        ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
+        ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
         return common_pb2.MetadataValue(timestamp_value=ts)
     if isinstance(value, (list, tuple)) and value:
         items = list(value)
@@ -113,7 +113,7 @@ def python_value(value: common_pb2.MetadataValue) -> Any:
     if kind is None:
         return None
     if kind == "timestamp_value":
-        return value.timestamp_value.ToDatetime(tzinfo=timezone.utc)
+        return value.timestamp_value.ToDatetime(tzinfo=UTC)
     if kind.endswith("_list"):
         return list(getattr(value, kind).values)
     return getattr(value, kind)
@@ -182,9 +182,11 @@ class IndexerClient(ServiceClient):
     """Typed asyncio client of lorag.indexer.v1.IndexerService; methods return the response messages."""
 
     service = "indexer"
-    service_name = pb.DESCRIPTOR.services_by_name["IndexerService"].full_name
+    descriptor = pb.DESCRIPTOR.services_by_name["IndexerService"]
 
-    def _make_stub(self) -> pb_grpc.IndexerServiceStub:
+    _stub: pb_grpc.IndexerServiceAsyncStub
+
+    def _make_stub(self) -> pb_grpc.IndexerServiceAsyncStub:
         return pb_grpc.IndexerServiceStub(self.channel)
 
     # -- collections -----------------------------------------------------------------------------------------------
@@ -227,21 +229,23 @@ class IndexerClient(ServiceClient):
                 pb.MetadataField(name=key, type=_METADATA_TYPES[t]) for key, t in (metadata_fields or {}).items()
             ],
         )
-        response = await self.stub.CreateCollection(
-            pb.CreateCollectionRequest(collection=collection), timeout=self._timeout(timeout)
+        response = await self._unary(
+            self._stub.CreateCollection, pb.CreateCollectionRequest(collection=collection), timeout=timeout
         )
         return response.collection
 
     async def get_collection(self, name: str, *, timeout: float | None = None) -> pb.Collection:
-        response = await self.stub.GetCollection(pb.GetCollectionRequest(name=name), timeout=self._timeout(timeout))
+        response = await self._unary(self._stub.GetCollection, pb.GetCollectionRequest(name=name), timeout=timeout)
         return response.collection
 
     async def list_collections(
         self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
     ) -> pb.ListCollectionsResponse:
         """One page of collections, ordered by name."""
-        return await self.stub.ListCollections(
-            pb.ListCollectionsRequest(page_size=page_size, page_token=page_token), timeout=self._timeout(timeout)
+        return await self._unary(
+            self._stub.ListCollections,
+            pb.ListCollectionsRequest(page_size=page_size, page_token=page_token),
+            timeout=timeout,
         )
 
     async def iter_collections(self, *, page_size: int = 0) -> AsyncIterator[pb.Collection]:
@@ -256,8 +260,10 @@ class IndexerClient(ServiceClient):
                 return
 
     async def delete_collection(self, name: str, *, allow_missing: bool = False, timeout: float | None = None) -> None:
-        await self.stub.DeleteCollection(
-            pb.DeleteCollectionRequest(name=name, allow_missing=allow_missing), timeout=self._timeout(timeout)
+        await self._unary(
+            self._stub.DeleteCollection,
+            pb.DeleteCollectionRequest(name=name, allow_missing=allow_missing),
+            timeout=timeout,
         )
 
     # -- tenants ---------------------------------------------------------------------------------------------------
@@ -265,9 +271,10 @@ class IndexerClient(ServiceClient):
     async def list_tenants(
         self, collection: str, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
     ) -> pb.ListTenantsResponse:
-        return await self.stub.ListTenants(
+        return await self._unary(
+            self._stub.ListTenants,
             pb.ListTenantsRequest(collection=collection, page_size=page_size, page_token=page_token),
-            timeout=self._timeout(timeout),
+            timeout=timeout,
         )
 
     async def iter_tenants(self, collection: str, *, page_size: int = 0) -> AsyncIterator[pb.Tenant]:
@@ -283,9 +290,10 @@ class IndexerClient(ServiceClient):
     async def delete_tenant(
         self, collection: str, tenant: str, *, allow_missing: bool = False, timeout: float | None = None
     ) -> None:
-        await self.stub.DeleteTenant(
+        await self._unary(
+            self._stub.DeleteTenant,
             pb.DeleteTenantRequest(collection=collection, tenant=tenant, allow_missing=allow_missing),
-            timeout=self._timeout(timeout),
+            timeout=timeout,
         )
 
     # -- chunks and documents --------------------------------------------------------------------------------------
@@ -303,7 +311,7 @@ class IndexerClient(ServiceClient):
         request = pb.UpsertChunksRequest(
             collection=collection, tenant=tenant, chunks=list(records), delete_stale_chunks=delete_stale_chunks
         )
-        return await self.stub.UpsertChunks(request, timeout=self._timeout(timeout))
+        return await self._unary(self._stub.UpsertChunks, request, timeout=timeout)
 
     async def replace_document(
         self,
@@ -333,27 +341,30 @@ class IndexerClient(ServiceClient):
     async def delete_documents(
         self, collection: str, tenant: str, document_ids: Sequence[str], *, timeout: float | None = None
     ) -> pb.DeleteDocumentsResponse:
-        return await self.stub.DeleteDocuments(
+        return await self._unary(
+            self._stub.DeleteDocuments,
             pb.DeleteDocumentsRequest(collection=collection, tenant=tenant, document_ids=list(document_ids)),
-            timeout=self._timeout(timeout),
+            timeout=timeout,
         )
 
     async def get_document_states(
         self, collection: str, tenant: str, document_ids: Sequence[str], *, timeout: float | None = None
     ) -> list[pb.DocumentState]:
         """One state per id, in order (``exists`` false for documents the tenant does not hold)."""
-        response = await self.stub.BatchGetDocumentStates(
+        response = await self._unary(
+            self._stub.BatchGetDocumentStates,
             pb.BatchGetDocumentStatesRequest(collection=collection, tenant=tenant, document_ids=list(document_ids)),
-            timeout=self._timeout(timeout),
+            timeout=timeout,
         )
         return list(response.states)
 
     async def list_documents(
         self, collection: str, tenant: str, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
     ) -> pb.ListDocumentsResponse:
-        return await self.stub.ListDocuments(
+        return await self._unary(
+            self._stub.ListDocuments,
             pb.ListDocumentsRequest(collection=collection, tenant=tenant, page_size=page_size, page_token=page_token),
-            timeout=self._timeout(timeout),
+            timeout=timeout,
         )
 
     async def iter_documents(
@@ -415,7 +426,11 @@ class IndexerClient(ServiceClient):
             if not math.isfinite(max_vector_distance):
                 raise ValueError("max_vector_distance must be finite")
             request.max_vector_distance = max_vector_distance
-        return await self.stub.Search(request, timeout=self._timeout(timeout))
+        return await self.search_request(request, timeout=timeout)
+
+    async def search_request(self, request: pb.SearchRequest, *, timeout: float | None = None) -> pb.SearchResponse:
+        """Search with a ``SearchRequest`` built by the caller (for callers that hold one already)."""
+        return await self._unary(self._stub.Search, request, timeout=timeout)
 
 
 __all__ = [

@@ -59,11 +59,13 @@ class RetrievalClient(ServiceClient):
     """Retrieve chunks and rerank passages through the retrieval service (both RPCs are reads, safe to retry)."""
 
     service = "retrieval"
-    service_name = pb.DESCRIPTOR.services_by_name["RetrievalService"].full_name
+    descriptor = pb.DESCRIPTOR.services_by_name["RetrievalService"]
 
     options = staticmethod(retrieval_options)  # RetrievalClient.options(**fields), as documented
 
-    def _make_stub(self) -> pb_grpc.RetrievalServiceStub:
+    _stub: pb_grpc.RetrievalServiceAsyncStub
+
+    def _make_stub(self) -> pb_grpc.RetrievalServiceAsyncStub:
         return pb_grpc.RetrievalServiceStub(self.channel)
 
     async def retrieve(
@@ -86,7 +88,7 @@ class RetrievalClient(ServiceClient):
         if options is None:
             options = retrieval_options(**option_kwargs)  # type: ignore[arg-type]
         request = pb.RetrieveRequest(query=query, tenant=tenant, collection=collection, options=options)
-        return await self.stub.Retrieve(request, timeout=self._timeout(timeout))
+        return await self._unary(self._stub.Retrieve, request, timeout=timeout)
 
     async def rerank(
         self,
@@ -103,4 +105,4 @@ class RetrievalClient(ServiceClient):
             request.top_n = top_n
         if truncate is not None:
             request.truncate = truncate
-        return await self.stub.Rerank(request, timeout=self._timeout(timeout))
+        return await self._unary(self._stub.Rerank, request, timeout=timeout)

@@ -18,7 +18,8 @@ def sampling_params(
     repetition_penalty: float | None = None,
 ) -> common_pb2.SamplingParams:
     """A ``SamplingParams`` from keyword arguments; ``None`` leaves a field unset (the service's default)."""
-    given = {
+    params = common_pb2.SamplingParams(stop_sequences=list(stop_sequences))
+    given: dict[str, float | int | None] = {
         "temperature": temperature,
         "top_p": top_p,
         "top_k": top_k,
@@ -26,9 +27,10 @@ def sampling_params(
         "seed": seed,
         "repetition_penalty": repetition_penalty,
     }
-    return common_pb2.SamplingParams(
-        stop_sequences=list(stop_sequences), **{k: v for k, v in given.items() if v is not None}
-    )
+    for name, value in given.items():
+        if value is not None:
+            setattr(params, name, value)
+    return params
 
 
 FINISH_REASONS = {

@@ -10,6 +10,7 @@ from typing import Literal
 from lorag.training.v1 import training_service_pb2 as pb
 from lorag.training.v1 import training_service_pb2_grpc as pb_grpc
 from lorag_client.base import ServiceClient
+from lorag_core.errors import Unavailable
 
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the stack's packaged default (lorag_models)
 CHUNK_BYTES = 1024 * 1024  # the service's per-message limit for dataset pieces
@@ -22,7 +23,7 @@ _HYPERPARAMETERS = {f.name for f in pb.Hyperparameters.DESCRIPTOR.fields}
 
 def state_name(state: int) -> str:
     """``TrainingJob.State`` without its prefix: "QUEUED", "RUNNING", "SUCCEEDED" ..."""
-    return State.Name(state).removeprefix("STATE_")
+    return State.Name(pb.TrainingJob.State.ValueType(state)).removeprefix("STATE_")
 
 
 def guess_format(path: Path | str) -> Literal["chat", "completion"]:
@@ -43,13 +44,16 @@ def guess_format(path: Path | str) -> Literal["chat", "completion"]:
 class TrainingClient(ServiceClient):
     """Upload datasets, run and watch training jobs, and manage adapter versions and aliases.
 
-    Every RPC is safe to retry on UNAVAILABLE: uploads are content-addressed, job creation carries a request_id.
+    Retries follow the contract: reads, content-addressed uploads and alias moves are retried on UNAVAILABLE;
+    job creation is not (it carries a fresh request_id, so a caller that retries it itself gets the same job).
     """
 
     service = "training"
-    service_name = pb.DESCRIPTOR.services_by_name["TrainingService"].full_name
+    descriptor = pb.DESCRIPTOR.services_by_name["TrainingService"]
 
-    def _make_stub(self) -> pb_grpc.TrainingServiceStub:
+    _stub: pb_grpc.TrainingServiceAsyncStub
+
+    def _make_stub(self) -> pb_grpc.TrainingServiceAsyncStub:
         return pb_grpc.TrainingServiceStub(self.channel)
 
     # --- datasets ---------------------------------------------------------------------------------------------
@@ -74,14 +78,19 @@ class TrainingClient(ServiceClient):
             path = Path(data)
             payload = path.read_bytes()
             name = name or path.stem
-            format = format or guess_format(path)
+            chosen = format or guess_format(path)
         else:
             payload = data
             if not name:
                 raise ValueError("name= is required when uploading bytes")
-            format = format or "chat"
-        metadata = pb.DatasetMetadata(name=name, format=_FORMATS[format], base_model=base_model,
-                                      description=description, validate_only=validate_only)
+            chosen = format or "chat"
+        metadata = pb.DatasetMetadata(
+            name=name,
+            format=_FORMATS[chosen],
+            base_model=base_model,
+            description=description,
+            validate_only=validate_only,
+        )
         if max_length is not None:
             metadata.max_length = max_length
 
@@ -90,19 +99,21 @@ class TrainingClient(ServiceClient):
             for start in range(0, len(payload), CHUNK_BYTES):
                 yield pb.UploadDatasetRequest(data=payload[start : start + CHUNK_BYTES])
 
-        return await self.stub.UploadDataset(messages(), timeout=self._timeout(timeout))
+        return await self._client_stream(self._stub.UploadDataset, messages(), timeout=timeout)
 
     async def get_dataset(self, name: str, version: str = "", *, timeout: float | None = None) -> pb.Dataset:
         """One dataset version (or the name's latest)."""
-        response = await self.stub.GetDataset(pb.GetDatasetRequest(name=name, version=version),
-                                              timeout=self._timeout(timeout))
+        response = await self._unary(
+            self._stub.GetDataset, pb.GetDatasetRequest(name=name, version=version), timeout=timeout
+        )
         return response.dataset
 
-    async def list_datasets(self, name: str = "", *, page_size: int = 0, page_token: str = "",
-                            timeout: float | None = None) -> pb.ListDatasetsResponse:
+    async def list_datasets(
+        self, name: str = "", *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> pb.ListDatasetsResponse:
         """One page of datasets, newest first."""
         request = pb.ListDatasetsRequest(name=name, page_size=page_size, page_token=page_token)
-        return await self.stub.ListDatasets(request, timeout=self._timeout(timeout))
+        return await self._unary(self._stub.ListDatasets, request, timeout=timeout)
 
     async def iter_datasets(self, name: str = "", *, page_size: int = 100) -> AsyncIterator[pb.Dataset]:
         """Every dataset, page after page."""
@@ -138,9 +149,14 @@ class TrainingClient(ServiceClient):
         unknown = set(hyperparameters) - _HYPERPARAMETERS
         if unknown:
             raise TypeError(f"unknown hyperparameters: {', '.join(sorted(unknown))}")
-        job = pb.TrainingJob(base_model=base_model or DEFAULT_BASE_MODEL, dataset_version=dataset_version,
-                             adapter_name=adapter_name, method=_METHODS[method], display_name=display_name,
-                             priority=priority)
+        job = pb.TrainingJob(
+            base_model=base_model or DEFAULT_BASE_MODEL,
+            dataset_version=dataset_version,
+            adapter_name=adapter_name,
+            method=_METHODS[method],
+            display_name=display_name,
+            priority=priority,
+        )
         for key, value in hyperparameters.items():
             if value is not None:
                 setattr(job.hyperparameters, key, value)
@@ -148,26 +164,37 @@ class TrainingClient(ServiceClient):
         if gpu_count is not None:
             job.resources.gpu_count = gpu_count
         request = pb.CreateTrainingJobRequest(training_job=job, request_id=request_id or str(uuid.uuid4()))
-        response = await self.stub.CreateTrainingJob(request, timeout=self._timeout(timeout))
+        response = await self._unary(self._stub.CreateTrainingJob, request, timeout=timeout)
         return response.training_job
 
     async def get_job(self, job_id: str, *, timeout: float | None = None) -> pb.TrainingJob:
-        response = await self.stub.GetTrainingJob(pb.GetTrainingJobRequest(id=job_id), timeout=self._timeout(timeout))
+        response = await self._unary(self._stub.GetTrainingJob, pb.GetTrainingJobRequest(id=job_id), timeout=timeout)
         return response.training_job
 
-    async def list_jobs(self, *, states: Sequence[str | int] = (), adapter_name: str = "", page_size: int = 0,
-                        page_token: str = "", timeout: float | None = None) -> pb.ListTrainingJobsResponse:
+    async def list_jobs(
+        self,
+        *,
+        states: Sequence[str | int] = (),
+        adapter_name: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> pb.ListTrainingJobsResponse:
         """One page of jobs, newest first; ``states`` as names ("RUNNING") or enum values."""
-        values = [s if isinstance(s, int) else State.Value("STATE_" + s.upper().removeprefix("STATE_"))
-                  for s in states]
-        request = pb.ListTrainingJobsRequest(states=values, adapter_name=adapter_name, page_size=page_size,
-                                             page_token=page_token)
-        return await self.stub.ListTrainingJobs(request, timeout=self._timeout(timeout))
+        values = [
+            State.ValueType(s) if isinstance(s, int) else State.Value("STATE_" + s.upper().removeprefix("STATE_"))
+            for s in states
+        ]
+        request = pb.ListTrainingJobsRequest(
+            states=values, adapter_name=adapter_name, page_size=page_size, page_token=page_token
+        )
+        return await self._unary(self._stub.ListTrainingJobs, request, timeout=timeout)
 
     async def cancel_job(self, job_id: str, *, timeout: float | None = None) -> pb.TrainingJob:
         """Cancel a queued or running job; a running job turns CANCELLED once its worker has stopped."""
-        response = await self.stub.CancelTrainingJob(pb.CancelTrainingJobRequest(id=job_id),
-                                                     timeout=self._timeout(timeout))
+        response = await self._unary(
+            self._stub.CancelTrainingJob, pb.CancelTrainingJobRequest(id=job_id), timeout=timeout
+        )
         return response.training_job
 
     async def watch_job(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[pb.JobEvent]:
@@ -175,53 +202,52 @@ class TrainingClient(ServiceClient):
 
         No deadline: a job may train for hours. To resume after a lost stream, pass the last sequence received.
         """
-        call = self.stub.WatchTrainingJob(pb.WatchTrainingJobRequest(id=job_id, after_sequence=after_sequence))
-        try:
-            async for response in call:
-                yield response.event
-        finally:
-            call.cancel()
+        request = pb.WatchTrainingJobRequest(id=job_id, after_sequence=after_sequence)
+        async for response in self._server_stream(self._stub.WatchTrainingJob, request, timeout=None):
+            yield response.event
 
     async def wait_job(self, job_id: str) -> pb.TrainingJob:
         """Block until the job is terminal, resuming the watch if the stream drops; return the final job."""
-        import grpc
-
         last = 0
         while True:
             try:
                 async for event in self.watch_job(job_id, after_sequence=last):
                     last = event.sequence
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
+            except Unavailable:
+                pass
             job = await self.get_job(job_id)
             if job.state in TERMINAL_STATES:
                 return job
 
-    async def list_checkpoints(self, job_id: str, *, page_size: int = 0, page_token: str = "",
-                               timeout: float | None = None) -> pb.ListCheckpointsResponse:
+    async def list_checkpoints(
+        self, job_id: str, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> pb.ListCheckpointsResponse:
         request = pb.ListCheckpointsRequest(job_id=job_id, page_size=page_size, page_token=page_token)
-        return await self.stub.ListCheckpoints(request, timeout=self._timeout(timeout))
+        return await self._unary(self._stub.ListCheckpoints, request, timeout=timeout)
 
     # --- adapters ---------------------------------------------------------------------------------------------
 
-    async def list_adapter_versions(self, name: str = "", *, page_size: int = 0, page_token: str = "",
-                                    timeout: float | None = None) -> pb.ListAdapterVersionsResponse:
+    async def list_adapter_versions(
+        self, name: str = "", *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> pb.ListAdapterVersionsResponse:
         request = pb.ListAdapterVersionsRequest(name=name, page_size=page_size, page_token=page_token)
-        return await self.stub.ListAdapterVersions(request, timeout=self._timeout(timeout))
+        return await self._unary(self._stub.ListAdapterVersions, request, timeout=timeout)
 
     async def get_adapter_version(self, reference: str, *, timeout: float | None = None) -> pb.AdapterVersion:
         """Resolve "name", "name@alias" or "name@version"."""
-        response = await self.stub.GetAdapterVersion(pb.GetAdapterVersionRequest(reference=reference),
-                                                     timeout=self._timeout(timeout))
+        response = await self._unary(
+            self._stub.GetAdapterVersion, pb.GetAdapterVersionRequest(reference=reference), timeout=timeout
+        )
         return response.adapter_version
 
-    async def set_alias(self, name: str, alias: str, version: str | int, *,
-                        timeout: float | None = None) -> pb.AdapterVersion:
+    async def set_alias(
+        self, name: str, alias: str, version: str | int, *, timeout: float | None = None
+    ) -> pb.AdapterVersion:
         request = pb.SetAdapterAliasRequest(name=name, alias=alias, version=str(version))
-        response = await self.stub.SetAdapterAlias(request, timeout=self._timeout(timeout))
+        response = await self._unary(self._stub.SetAdapterAlias, request, timeout=timeout)
         return response.adapter_version
 
     async def delete_alias(self, name: str, alias: str, *, timeout: float | None = None) -> None:
-        await self.stub.DeleteAdapterAlias(pb.DeleteAdapterAliasRequest(name=name, alias=alias),
-                                           timeout=self._timeout(timeout))
+        await self._unary(
+            self._stub.DeleteAdapterAlias, pb.DeleteAdapterAliasRequest(name=name, alias=alias), timeout=timeout
+        )

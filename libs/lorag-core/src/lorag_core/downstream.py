@@ -1,25 +1,27 @@
-"""Errors of downstream calls, carried back to the caller with their meaning intact.
+"""Errors of calls to lorag services, rebuilt as lorag errors with their meaning intact.
 
-A downstream call fails with a ``grpc.aio.AioRpcError`` whose trailers carry the callee's ``google.rpc.Status``
+A call fails with a ``grpc.aio.AioRpcError`` whose trailers carry the callee's ``google.rpc.Status``
 (``ErrorInfo`` with reason and metadata, ``BadRequest`` field violations). :func:`error_from_rpc` rebuilds the
-matching :class:`lorag_core.errors.LoragError`, so that the error interceptor sends the caller the same code, message,
-reason, metadata and violations the callee sent:
+matching :class:`lorag_core.errors.LoragError`; the SDK (``lorag_client``) raises only these, so a service that
+calls another re-raises them and the error interceptor sends its own caller the same code, message, reason,
+metadata and violations the callee sent:
 
 * the caller's own mistakes pass through unchanged: INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,
-  FAILED_PRECONDITION, and RESOURCE_EXHAUSTED (back off and retry), with an optional renaming of violation fields
-  from the callee's request to the caller's (``filter.field`` → ``options.filter.field``);
+  FAILED_PRECONDITION, OUT_OF_RANGE, UNAUTHENTICATED, PERMISSION_DENIED, and RESOURCE_EXHAUSTED (back off and
+  retry); :func:`renamed_fields` renames violation fields from the callee's request to the caller's
+  (``filter.field`` → ``options.filter.field``);
 * UNAVAILABLE becomes ``Unavailable`` naming the dependency (``metadata["dependency"]``);
 * DEADLINE_EXCEEDED is ``DeadlineExceeded`` when the caller's own deadline has passed, and ``Unavailable``
   (reason ``DEPENDENCY_TIMEOUT``) when only the per-call timeout towards the dependency ran out;
 * anything else (INTERNAL, UNKNOWN, UNIMPLEMENTED ...) keeps its code, with the dependency named in the message.
 
+Every error made here carries ``dependency``: the service that was called.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import grpc
 from google.rpc import error_details_pb2
@@ -33,7 +35,10 @@ from lorag_core.errors import (
     InvalidArgument,
     LoragError,
     NotFound,
+    OutOfRange,
+    PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from lorag_core.interceptors import remaining_time
@@ -45,6 +50,9 @@ _PASS_THROUGH: dict[grpc.StatusCode, type[LoragError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRange,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
 }
 
@@ -75,15 +83,25 @@ def status_details(error: grpc.RpcError) -> tuple[str | None, dict[str, str], li
 
 def error_from_rpc(error: grpc.RpcError, *, dependency: str, field_map: FieldMap | None = None) -> LoragError:
     """The lorag error to raise for a failed call to ``dependency`` (a service name such as ``"indexer"``)."""
-    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
-    message = (error.details() if hasattr(error, "details") else None) or str(code.name if code else "")  # type: ignore[attr-defined]
+    # Any grpc.Call-like error: an aio error, a sync channel's error, or a test's stand-in with code()/details().
+    code_of, details_of = getattr(error, "code", None), getattr(error, "details", None)
+    code = code_of() if callable(code_of) else None
+    code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+    message = (details_of() if callable(details_of) else None) or code.name
     reason, metadata, violations = status_details(error)
-    if field_map is not None:
-        violations = [FieldViolation(field_map(v.field), v.description) for v in violations]
-        head, separator, rest = message.partition(": ")
-        if separator and head and " " not in head and field_map(head) != head:  # "filter.field: ..." messages
-            message = f"{field_map(head)}{separator}{rest}"
+    rebuilt = _rebuild(code, message, reason, metadata, violations, dependency)
+    rebuilt.dependency = dependency
+    return rename_fields(rebuilt, field_map) if field_map is not None else rebuilt
 
+
+def _rebuild(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str | None,
+    metadata: dict[str, str],
+    violations: list[FieldViolation],
+    dependency: str,
+) -> LoragError:
     kind = _PASS_THROUGH.get(code)
     if kind is not None:
         if reason:
@@ -109,12 +127,23 @@ def error_from_rpc(error: grpc.RpcError, *, dependency: str, field_map: FieldMap
             metadata=named,
         )
     return LoragError(
-        message=f"the {dependency} service failed ({code.name if code else 'UNKNOWN'}): {message}",
+        message=f"the {dependency} service failed ({code.name}): {message}",
         reason=reason or "DEPENDENCY_FAILED",
         metadata=named,
         violations=violations,
-        code=code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN,
+        code=code,
     )
+
+
+def rename_fields(error: LoragError, field_map: FieldMap) -> LoragError:
+    """``error`` with its violations' fields (and a leading ``field: ...`` in its message) renamed by ``field_map``:
+    the callee's request fields become the caller's."""
+    error.violations = [FieldViolation(field_map(v.field), v.description) for v in error.violations]
+    head, separator, rest = error.message.partition(": ")
+    if separator and head and " " not in head and field_map(head) != head:  # "filter.field: ..." messages
+        error.message = f"{field_map(head)}{separator}{rest}"
+        error.args = (error.message,)
+    return error
 
 
 def prefix_fields(mapping: dict[str, str]) -> FieldMap:
@@ -130,22 +159,14 @@ def prefix_fields(mapping: dict[str, str]) -> FieldMap:
     return rename
 
 
-T = TypeVar("T")
-
-
-@asynccontextmanager
-async def downstream_errors(dependency: str, field_map: FieldMap | None = None) -> AsyncIterator[None]:
-    """``async with downstream_errors("indexer"): ...`` re-raises a failed call as the matching lorag error."""
+@contextmanager
+def renamed_fields(field_map: FieldMap) -> Iterator[None]:
+    """``with renamed_fields(prefix_fields({"query": "question"})): await client.retrieve(...)`` re-raises a lorag
+    error with the fields of the request sent renamed to those of the request being served."""
     try:
         yield
-    except grpc.aio.AioRpcError as error:
-        raise error_from_rpc(error, dependency=dependency, field_map=field_map) from None
+    except LoragError as error:
+        raise rename_fields(error, field_map) from error.__cause__
 
 
-async def downstream_call(dependency: str, call: Awaitable[T], field_map: FieldMap | None = None) -> T:
-    """Await one downstream call, re-raising its failure as the matching lorag error."""
-    async with downstream_errors(dependency, field_map):
-        return await call
-
-
-__all__ = ["FieldMap", "downstream_call", "downstream_errors", "error_from_rpc", "prefix_fields", "status_details"]
+__all__ = ["FieldMap", "error_from_rpc", "prefix_fields", "rename_fields", "renamed_fields", "status_details"]

@@ -29,7 +29,8 @@ class LoragError(Exception):
     """Base of every error lorag reports to a caller on purpose.
 
     ``reason`` is a stable UPPER_SNAKE identifier clients can switch on (AIP-193); ``metadata`` adds
-    machine-readable context (limits, names) to the ErrorInfo detail.
+    machine-readable context (limits, names) to the ErrorInfo detail. ``dependency`` is set on errors a client
+    raises for a failed call: the lorag service that was called (it is not sent on the wire).
     """
 
     message: str
@@ -38,6 +39,7 @@ class LoragError(Exception):
     violations: list[FieldViolation] = field(default_factory=list)
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    dependency: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -120,6 +122,22 @@ class OutOfRange(LoragError):
 
 
 @dataclass
+class Unauthenticated(LoragError):
+    """The call carries no credential, or one that is not valid."""
+
+    reason: str = "UNAUTHENTICATED"
+    code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED
+
+
+@dataclass
+class PermissionDenied(LoragError):
+    """The caller is known but may not do this (its role, or the tenant or object it names)."""
+
+    reason: str = "PERMISSION_DENIED"
+    code: grpc.StatusCode = grpc.StatusCode.PERMISSION_DENIED
+
+
+@dataclass
 class ResourceExhausted(LoragError):
     """The service is at capacity (queue full, too many adapters); the caller may retry with backoff."""
 
@@ -143,14 +161,6 @@ class DeadlineExceeded(LoragError):
     code: grpc.StatusCode = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-def code_for_status(code: int) -> grpc.StatusCode:
-    """Map a numeric google.rpc code to grpc.StatusCode."""
-    for status_code in grpc.StatusCode:
-        if status_code.value[0] == code:
-            return status_code
-    return grpc.StatusCode.UNKNOWN
-
-
 __all__ = [
     "ERROR_DOMAIN",
     "AlreadyExists",
@@ -160,7 +170,9 @@ __all__ = [
     "InvalidArgument",
     "LoragError",
     "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
     "ResourceExhausted",
+    "Unauthenticated",
     "Unavailable",
-    "code_for_status",
 ]

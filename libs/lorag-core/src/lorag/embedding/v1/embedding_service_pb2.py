@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lorag.common.v1 import common_pb2 as lorag_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*lorag/embedding/v1/embedding_service.proto\x12\x12lorag.embedding.v1\x1a\x1clorag/common/v1/common.proto\"t\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x31\n\ninput_type\x18\x02 \x01(\x0e\x32\x1d.lorag.embedding.v1.InputType\x12\x15\n\x08truncate\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\x0b\n\t_truncate\"C\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x13\n\x0btoken_count\x18\x02 \x01(\x05\x12\x11\n\ttruncated\x18\x03 \x01(\x08\"\xa1\x01\n\rEmbedResponse\x12\x31\n\nembeddings\x18\x01 \x03(\x0b\x32\x1d.lorag.embedding.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12%\n\x05usage\x18\x03 \x01(\x0b\x32\x16.lorag.common.v1.Usage\x12\'\n\x06timing\x18\x04 \x01(\x0b\x32\x17.lorag.common.v1.Timing\"\r\n\x0bInfoRequest\"\x99\x02\n\x0cInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\x05\x12\x18\n\x10max_input_tokens\x18\x04 \x01(\x05\x12\x1d\n\x15max_client_batch_size\x18\x05 \x01(\x05\x12\x18\n\x10max_batch_tokens\x18\x06 \x01(\x05\x12\x12\n\nnormalized\x18\x07 \x01(\x08\x12>\n\x07prompts\x18\x08 \x03(\x0b\x32-.lorag.embedding.v1.InfoResponse.PromptsEntry\x1a.\n\x0cPromptsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*V\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x12\x17\n\x13INPUT_TYPE_DOCUMENT\x10\x02\x32\xab\x01\n\x10\x45mbeddingService\x12L\n\x05\x45mbed\x12 .lorag.embedding.v1.EmbedRequest\x1a!.lorag.embedding.v1.EmbedResponse\x12I\n\x04Info\x12\x1f.lorag.embedding.v1.InfoRequest\x1a .lorag.embedding.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*lorag/embedding/v1/embedding_service.proto\x12\x12lorag.embedding.v1\x1a\x1clorag/common/v1/common.proto\"t\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x31\n\ninput_type\x18\x02 \x01(\x0e\x32\x1d.lorag.embedding.v1.InputType\x12\x15\n\x08truncate\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\x0b\n\t_truncate\"C\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x13\n\x0btoken_count\x18\x02 \x01(\x05\x12\x11\n\ttruncated\x18\x03 \x01(\x08\"\xa1\x01\n\rEmbedResponse\x12\x31\n\nembeddings\x18\x01 \x03(\x0b\x32\x1d.lorag.embedding.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12%\n\x05usage\x18\x03 \x01(\x0b\x32\x16.lorag.common.v1.Usage\x12\'\n\x06timing\x18\x04 \x01(\x0b\x32\x17.lorag.common.v1.Timing\"\r\n\x0bInfoRequest\"\x99\x02\n\x0cInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\x05\x12\x18\n\x10max_input_tokens\x18\x04 \x01(\x05\x12\x1d\n\x15max_client_batch_size\x18\x05 \x01(\x05\x12\x18\n\x10max_batch_tokens\x18\x06 \x01(\x05\x12\x12\n\nnormalized\x18\x07 \x01(\x08\x12>\n\x07prompts\x18\x08 \x03(\x0b\x32-.lorag.embedding.v1.InfoResponse.PromptsEntry\x1a.\n\x0cPromptsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*V\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x12\x17\n\x13INPUT_TYPE_DOCUMENT\x10\x02\x32\xb5\x01\n\x10\x45mbeddingService\x12Q\n\x05\x45mbed\x12 .lorag.embedding.v1.EmbedRequest\x1a!.lorag.embedding.v1.EmbedResponse\"\x03\x90\x02\x01\x12N\n\x04Info\x12\x1f.lorag.embedding.v1.InfoRequest\x1a .lorag.embedding.v1.InfoResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INFORESPONSE_PROMPTSENTRY']._loaded_options = None
   _globals['_INFORESPONSE_PROMPTSENTRY']._serialized_options = b'8\001'
+  _globals['_EMBEDDINGSERVICE'].methods_by_name['Embed']._loaded_options = None
+  _globals['_EMBEDDINGSERVICE'].methods_by_name['Embed']._serialized_options = b'\220\002\001'
+  _globals['_EMBEDDINGSERVICE'].methods_by_name['Info']._loaded_options = None
+  _globals['_EMBEDDINGSERVICE'].methods_by_name['Info']._serialized_options = b'\220\002\001'
   _globals['_INPUTTYPE']._serialized_start=746
   _globals['_INPUTTYPE']._serialized_end=832
   _globals['_EMBEDREQUEST']._serialized_start=96
@@ -49,5 +53,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFORESPONSE_PROMPTSENTRY']._serialized_start=698
   _globals['_INFORESPONSE_PROMPTSENTRY']._serialized_end=744
   _globals['_EMBEDDINGSERVICE']._serialized_start=835
-  _globals['_EMBEDDINGSERVICE']._serialized_end=1006
+  _globals['_EMBEDDINGSERVICE']._serialized_end=1016
 # @@protoc_insertion_point(module_scope)

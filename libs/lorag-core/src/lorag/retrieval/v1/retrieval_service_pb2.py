@@ -25,13 +25,17 @@ _sym_db = _symbol_database.Default()
 from lorag.common.v1 import common_pb2 as lorag_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*lorag/retrieval/v1/retrieval_service.proto\x12\x12lorag.retrieval.v1\x1a\x1clorag/common/v1/common.proto\"x\n\x0fRetrieveRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x32\n\x07options\x18\x04 \x01(\x0b\x32!.lorag.common.v1.RetrievalOptions\"\xa9\x02\n\x10RetrieveResponse\x12,\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x1c.lorag.common.v1.ScoredChunk\x12\x10\n\x08reranked\x18\x02 \x01(\x08\x12\x13\n\x0bmmr_applied\x18\x03 \x01(\x08\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\x32\n\x0c\x64\x65gradations\x18\x05 \x03(\x0b\x32\x1c.lorag.common.v1.Degradation\x12\x17\n\x0f\x63\x61ndidate_count\x18\x06 \x01(\x05\x12\x17\n\x0f\x65mbedding_model\x18\x07 \x01(\t\x12\x16\n\x0ereranker_model\x18\x08 \x01(\t\x12\x30\n\x06timing\x18\t \x01(\x0b\x32 .lorag.common.v1.RetrievalTiming\"r\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08passages\x18\x02 \x03(\t\x12\x12\n\x05top_n\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\x08truncate\x18\x04 \x01(\x08H\x01\x88\x01\x01\x42\x08\n\x06_top_nB\x0b\n\t_truncate\",\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05score\x18\x02 \x01(\x02\"\xa2\x01\n\x0eRerankResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .lorag.retrieval.v1.RerankResult\x12\r\n\x05model\x18\x02 \x01(\t\x12%\n\x05usage\x18\x03 \x01(\x0b\x32\x16.lorag.common.v1.Usage\x12\'\n\x06timing\x18\x04 \x01(\x0b\x32\x17.lorag.common.v1.Timing2\xba\x01\n\x10RetrievalService\x12U\n\x08Retrieve\x12#.lorag.retrieval.v1.RetrieveRequest\x1a$.lorag.retrieval.v1.RetrieveResponse\x12O\n\x06Rerank\x12!.lorag.retrieval.v1.RerankRequest\x1a\".lorag.retrieval.v1.RerankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*lorag/retrieval/v1/retrieval_service.proto\x12\x12lorag.retrieval.v1\x1a\x1clorag/common/v1/common.proto\"x\n\x0fRetrieveRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x32\n\x07options\x18\x04 \x01(\x0b\x32!.lorag.common.v1.RetrievalOptions\"\xa9\x02\n\x10RetrieveResponse\x12,\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x1c.lorag.common.v1.ScoredChunk\x12\x10\n\x08reranked\x18\x02 \x01(\x08\x12\x13\n\x0bmmr_applied\x18\x03 \x01(\x08\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\x32\n\x0c\x64\x65gradations\x18\x05 \x03(\x0b\x32\x1c.lorag.common.v1.Degradation\x12\x17\n\x0f\x63\x61ndidate_count\x18\x06 \x01(\x05\x12\x17\n\x0f\x65mbedding_model\x18\x07 \x01(\t\x12\x16\n\x0ereranker_model\x18\x08 \x01(\t\x12\x30\n\x06timing\x18\t \x01(\x0b\x32 .lorag.common.v1.RetrievalTiming\"r\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08passages\x18\x02 \x03(\t\x12\x12\n\x05top_n\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\x08truncate\x18\x04 \x01(\x08H\x01\x88\x01\x01\x42\x08\n\x06_top_nB\x0b\n\t_truncate\",\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05score\x18\x02 \x01(\x02\"\xa2\x01\n\x0eRerankResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .lorag.retrieval.v1.RerankResult\x12\r\n\x05model\x18\x02 \x01(\t\x12%\n\x05usage\x18\x03 \x01(\x0b\x32\x16.lorag.common.v1.Usage\x12\'\n\x06timing\x18\x04 \x01(\x0b\x32\x17.lorag.common.v1.Timing2\xc4\x01\n\x10RetrievalService\x12Z\n\x08Retrieve\x12#.lorag.retrieval.v1.RetrieveRequest\x1a$.lorag.retrieval.v1.RetrieveResponse\"\x03\x90\x02\x01\x12T\n\x06Rerank\x12!.lorag.retrieval.v1.RerankRequest\x1a\".lorag.retrieval.v1.RerankResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lorag.retrieval.v1.retrieval_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_RETRIEVALSERVICE'].methods_by_name['Retrieve']._loaded_options = None
+  _globals['_RETRIEVALSERVICE'].methods_by_name['Retrieve']._serialized_options = b'\220\002\001'
+  _globals['_RETRIEVALSERVICE'].methods_by_name['Rerank']._loaded_options = None
+  _globals['_RETRIEVALSERVICE'].methods_by_name['Rerank']._serialized_options = b'\220\002\001'
   _globals['_RETRIEVEREQUEST']._serialized_start=96
   _globals['_RETRIEVEREQUEST']._serialized_end=216
   _globals['_RETRIEVERESPONSE']._serialized_start=219
@@ -43,5 +47,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RERANKRESPONSE']._serialized_start=681
   _globals['_RERANKRESPONSE']._serialized_end=843
   _globals['_RETRIEVALSERVICE']._serialized_start=846
-  _globals['_RETRIEVALSERVICE']._serialized_end=1032
+  _globals['_RETRIEVALSERVICE']._serialized_end=1042
 # @@protoc_insertion_point(module_scope)
