@@ -11,7 +11,19 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from lorag_cli.stack.weaviate import WeaviateServer  # noqa: E402
+from lorag_cli.stack.weaviate import WeaviateServer  # noqa: E402 - the hub must be offline before any model import
+from lorag_testing import tier_problems  # noqa: E402 - after the offline switches, as every import here
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m / -k deselect: every collected test is checked, whatever runs
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fail the run when a test carries no tier marker (unit, service, e2e) or more than one."""
+    problems = tier_problems(items)
+    if problems:
+        raise pytest.UsageError(
+            f"{len(problems)} test(s) need exactly one tier marker, unit, service or e2e "
+            "(see docs/development.md, Testing):\n  " + "\n  ".join(problems)
+        )
 
 
 @pytest.fixture(scope="session")

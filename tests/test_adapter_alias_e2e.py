@@ -21,6 +21,8 @@ from lorag_training.config import TrainingSettings
 from lorag_training.registry import AdapterRegistry
 from lorag_training.server import create_app as create_training
 
+pytestmark = pytest.mark.e2e
+
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 GREEDY = dict(messages=QUESTION, temperature=0, max_new_tokens=10)
 

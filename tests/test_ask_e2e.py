@@ -25,6 +25,8 @@ from lorag_client import GatewayClient, document
 from lorag_client.gateway import Answer, AskDelta
 from lorag_core.clients import create_channel
 
+pytestmark = pytest.mark.e2e
+
 LORAG = str(Path(sys.executable).parent / "lorag")
 COLLECTION = f"E2e{uuid.uuid4().hex[:8]}"
 TENANT = "demo"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 LORAG = str(Path(sys.executable).parent / "lorag")
 
 

@@ -14,6 +14,8 @@ from lorag.gateway.v1 import gateway_service_pb2 as gateway_pb
 from lorag.gateway.v1 import gateway_service_pb2_grpc as gateway_grpc
 from lorag_client import GatewayClient, document, retrieval_options
 
+pytestmark = pytest.mark.e2e
+
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 
 texts = st.lists(st.text(max_size=400), max_size=300)

@@ -16,6 +16,8 @@ from lorag.gateway.v1 import gateway_service_pb2 as pb
 from lorag_client import GatewayClient, document
 from lorag_core.downstream import status_details
 
+pytestmark = pytest.mark.e2e
+
 COLLECTION = f"Kp{uuid.uuid4().hex[:8]}"
 TENANT = "acme"
 

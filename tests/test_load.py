@@ -61,6 +61,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("service", SERVICES)
 async def test_lorag_load_drives_each_service_without_errors(service: str, addresses, corpus: Path, tmp_path: Path):
     plot = tmp_path / f"{service}.html"
@@ -89,6 +90,7 @@ async def test_lorag_load_drives_each_service_without_errors(service: str, addre
         assert any(COLLECTION in note for note in report["notes"])
 
 
+@pytest.mark.e2e
 async def test_lorag_load_streams_record_time_to_first_message(addresses, corpus: Path):
     done = await lorag(addresses, "load", "generation", "--rpc", "GenerateStream", "--rate", "2", "--duration", "1",
                        "--max-new-tokens", "8", "--json", "--no-plot", "--corpus", str(corpus))
@@ -98,6 +100,7 @@ async def test_lorag_load_streams_record_time_to_first_message(addresses, corpus
     assert 0 < report["time_to_first_message_p50_ms"] <= report["p50_ms"]
 
 
+@pytest.mark.e2e
 async def test_lorag_load_counts_errors_by_code_and_fails_when_asked(addresses, corpus: Path):
     too_many = str(257)  # The embedding service refuses more than 256 texts per request with INVALID_ARGUMENT.
     done = await lorag(addresses, "load", "embedding", "--batch", too_many, "--rate", "4", "--duration", "1",
@@ -108,6 +111,7 @@ async def test_lorag_load_counts_errors_by_code_and_fails_when_asked(addresses, 
     assert report["p50_ms"] is None
 
 
+@pytest.mark.e2e
 async def test_ghz_loads_the_embedding_service_by_reflection_alone(lorag_services):
     """ghz finds the method by reflection (no --proto): the chassis closes bojand/ghz#419 for Python servers."""
     assert Path(GHZ).exists(), "ghz is installed by `make setup`"
@@ -122,6 +126,7 @@ async def test_ghz_loads_the_embedding_service_by_reflection_alone(lorag_service
     assert result["statusCodeDistribution"] == {"OK": result["count"]}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("config", sorted(GHZ_CONFIGS.glob("*.json")), ids=lambda p: p.stem)
 def test_ghz_configs_use_reflection_and_requests_that_match_the_contract(config: Path):
     settings = json.loads(config.read_text())

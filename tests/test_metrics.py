@@ -23,6 +23,8 @@ from lorag.indexer.v1 import indexer_service_pb2_grpc as indexer_grpc
 from lorag_cli.stack.manager import LocalStack
 from lorag_client import GatewayClient, GenerationClient, TrainingClient, document
 
+pytestmark = pytest.mark.e2e
+
 COLLECTION = f"Metrics{uuid.uuid4().hex[:8]}"
 TENANT = "acme"
 

@@ -26,6 +26,8 @@ from lorag_testing.jaeger import JaegerServer, Trace
 from lorag_cli.stack.manager import LocalStack
 from lorag_client import GatewayClient, TrainingClient, document, retrieval_options
 
+pytestmark = pytest.mark.e2e
+
 COLLECTION = f"Trace{uuid.uuid4().hex[:8]}"
 TENANT = "acme"
 # Distinctive words: if any of them shows up in a span attribute or event, text leaked into the trace.

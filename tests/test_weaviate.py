@@ -13,6 +13,8 @@ from weaviate.classes.tenants import Tenant
 
 from lorag_cli.stack.weaviate import WeaviateServer
 
+pytestmark = pytest.mark.service
+
 VECTORS = {
     "alpha": [1.0, 0.0, 0.0, 0.0],
     "beta": [0.0, 1.0, 0.0, 0.0],

@@ -9,6 +9,8 @@ import pytest
 
 from lorag_cli.beir import distinct_documents, evaluate, iter_corpus, load_qrels, load_queries, mrr_at, ndcg_at, recall_at
 
+pytestmark = pytest.mark.unit
+
 
 def test_ndcg_matches_a_hand_computation():
     relevant = {"a": 1, "b": 1}

@@ -13,6 +13,8 @@ import pytest
 from lorag_embedding.config import EmbeddingSettings
 from lorag_embedding.server import create_app
 
+pytestmark = pytest.mark.service
+
 
 @pytest.fixture(scope="module")
 async def embedding_address():

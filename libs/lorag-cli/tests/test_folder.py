@@ -9,6 +9,8 @@ import pytest
 
 from lorag_cli.folder import iter_folder, iter_folder_paths, removed, supported_mime_type
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[3]
 
 

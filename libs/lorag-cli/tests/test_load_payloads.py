@@ -10,6 +10,8 @@ import pytest
 from lorag.common.v1 import common_pb2
 from lorag_cli.load import payloads
 
+pytestmark = pytest.mark.unit
+
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 

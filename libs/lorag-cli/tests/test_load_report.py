@@ -11,6 +11,8 @@ import pytest
 from lorag_cli.load import plot, report
 from lorag_cli.load.runner import RunResult, Sample
 
+pytestmark = pytest.mark.unit
+
 
 def _run(latencies_ms: list[float], errors: dict[str, int] | None = None, first_ms: float | None = None) -> RunResult:
     samples = [Sample(start=i * 0.01, latency=ms / 1000, code="OK", first_message=None if first_ms is None else

@@ -13,6 +13,8 @@ import pytest
 
 from lorag_cli.load.runner import run_concurrency, run_rate
 
+pytestmark = pytest.mark.unit
+
 
 def _rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="refused")

@@ -35,6 +35,8 @@ from lorag_cli.stack import (
 )
 from lorag_cli.stack import processes
 
+pytestmark = pytest.mark.service
+
 # A minimal lorag-style service: standard health service, listens where LORAG_<NAME>_{HOST,PORT} say, records the
 # environment it was given, and behaves as FAKE_MODE asks.
 FAKE_SERVICE = textwrap.dedent(

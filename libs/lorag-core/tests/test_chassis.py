@@ -44,6 +44,7 @@ async def health_status(address: str, service: str = "") -> int:
 # --- health and shutdown ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.service
 async def test_health_is_not_serving_until_ready_then_serving():
     app = ServiceApp("probe", ServiceSettings(port=0))
     app.add_service(PROBE, probe_pb2_grpc.add_ProbeServiceServicer_to_server, __import__("chassis_probe").Probe())
@@ -58,6 +59,7 @@ async def test_health_is_not_serving_until_ready_then_serving():
         await app.stop(0)
 
 
+@pytest.mark.service
 async def test_sigterm_goes_not_serving_and_lets_in_flight_calls_finish():
     app = await start_probe()
     app.install_signal_handlers()
@@ -87,6 +89,7 @@ async def test_sigterm_goes_not_serving_and_lets_in_flight_calls_finish():
 # --- reflection ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.service
 async def test_reflection_lists_services_and_resolves_methods_by_full_name(probe):
     def lookups(address: str):
         with grpc.insecure_channel(address) as channel:
@@ -106,6 +109,7 @@ async def test_reflection_lists_services_and_resolves_methods_by_full_name(probe
 # --- errors -------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.service
 async def test_invalid_argument_carries_field_violations(probe_stub):
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await probe_stub.Echo(probe_pb2.EchoRequest(fail_with="invalid"))
@@ -115,6 +119,7 @@ async def test_invalid_argument_carries_field_violations(probe_stub):
     assert [(v.field, v.description) for v in bad.field_violations] == [("text", "must not be 'bad'")]
 
 
+@pytest.mark.service
 @pytest.mark.parametrize(
     ("kind", "code", "reason"),
     [
@@ -136,6 +141,7 @@ async def test_errors_map_to_documented_codes(probe_stub, kind, code, reason):
         assert "trace" in failure.value.details()
 
 
+@pytest.mark.service
 async def test_error_in_the_middle_of_a_stream_keeps_what_was_sent(probe_stub):
     received = []
     with pytest.raises(grpc.aio.AioRpcError) as failure:
@@ -145,6 +151,7 @@ async def test_error_in_the_middle_of_a_stream_keeps_what_was_sent(probe_stub):
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.service
 async def test_invalid_utf8_is_invalid_argument_not_internal(probe):
     # Field 1 (text), wire type 2, length 2, bytes that are not UTF-8.
     raw = bytes([0x0A, 0x02, 0xC3, 0x28])
@@ -161,6 +168,7 @@ async def test_invalid_utf8_is_invalid_argument_not_internal(probe):
 # --- deadlines ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.service
 async def test_callers_deadline_propagates_downstream(probe_stub):
     downstream = await start_probe("downstream")
     try:
@@ -172,6 +180,7 @@ async def test_callers_deadline_propagates_downstream(probe_stub):
         await downstream.stop(0)
 
 
+@pytest.mark.service
 async def test_time_spent_upstream_shrinks_the_downstream_budget(probe_stub):
     downstream = await start_probe("downstream")
     try:
@@ -184,6 +193,7 @@ async def test_time_spent_upstream_shrinks_the_downstream_budget(probe_stub):
         await downstream.stop(0)
 
 
+@pytest.mark.unit
 def test_no_downstream_call_starts_once_the_deadline_has_passed():
     import time
 
@@ -207,6 +217,7 @@ def test_no_downstream_call_starts_once_the_deadline_has_passed():
 # --- tracing and logs ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.service
 async def test_a_hop_is_parent_and_child_spans_in_one_trace_and_logs_carry_its_ids(capsys):
     upstream, downstream = await start_probe("upstream"), await start_probe("downstream")
     SPANS.clear()
@@ -245,6 +256,7 @@ class ProbeSettings(ServiceSettings):
     model_config = {**ServiceSettings.model_config, "env_prefix": "LORAG_PROBE_"}
 
 
+@pytest.mark.unit
 def test_bad_config_fails_fast_naming_the_variable(monkeypatch):
     monkeypatch.setenv("LORAG_PROBE_PORT", "not-a-port")
     monkeypatch.setenv("LORAG_PROBE_LOG_LEVEL", "LOUD")
@@ -255,6 +267,7 @@ def test_bad_config_fails_fast_naming_the_variable(monkeypatch):
     assert failure.value.code == 2
 
 
+@pytest.mark.unit
 def test_config_reads_the_environment(monkeypatch):
     monkeypatch.setenv("LORAG_PROBE_PORT", "50999")
     monkeypatch.setenv("LORAG_PROBE_GRACE_SECONDS", "2.5")
@@ -265,6 +278,7 @@ def test_config_reads_the_environment(monkeypatch):
 # --- downstream errors --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.service
 async def test_downstream_errors_keep_their_meaning(probe_stub):
     from lorag_core.downstream import downstream_call
     from lorag_core.errors import LoragError, Unavailable

@@ -6,10 +6,14 @@ import asyncio
 import socket
 import sys
 
+import pytest
+
 from chassis_probe import PROBE, Probe, probe_pb2_grpc
 from lorag_core import probe
 from lorag_core.config import ServiceSettings
 from lorag_core.server import ServiceApp
+
+pytestmark = pytest.mark.service
 
 
 async def run_probe(*args: str) -> tuple[int, str]:

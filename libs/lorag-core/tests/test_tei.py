@@ -7,6 +7,8 @@ import pytest
 from lorag_core.errors import InvalidArgument, ResourceExhausted, Unavailable
 from lorag_core.tei import check_tei_client, tei_error
 
+pytestmark = pytest.mark.unit
+
 URL = "http://tei:8080"
 
 

@@ -22,6 +22,8 @@ from lorag_gateway.ask.prompting import (
     missing_placeholders,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def passage(number: int, text: str, title: str = "", start: int = 0) -> Passage:
     return Passage(number, f"doc{number}", f"chunk{number}", start, start + len(text), 1.0 / number, title, "", text)

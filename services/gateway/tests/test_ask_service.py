@@ -20,6 +20,8 @@ from lorag_core.clients import create_channel
 from lorag_core.downstream import status_details
 from lorag_gateway.ask.citations import cited_numbers
 
+pytestmark = pytest.mark.e2e
+
 COLLECTION = f"Ask{uuid.uuid4().hex[:8]}"
 TENANT = "acme"
 TEXTS = {

@@ -24,6 +24,8 @@ from lorag_gateway.ingest.chunking import (
 )
 from lorag_gateway.ingest.parsing import parse
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[3]
 SCIFACT = Path("/work/shared/data/beir/scifact/corpus.jsonl")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lorag_core import names
 from lorag_core.errors import InvalidArgument
 from lorag_gateway.ingest.chunking import Chunker, ChunkingStrategy, load_tokenizer, model_token_limit
 from lorag_gateway.ingest.documents import (
@@ -16,7 +17,6 @@ from lorag_gateway.ingest.documents import (
     LORAG_NAMESPACE,
     DocumentInput,
     PreparedDocument,
-    canonical_collection,
     chunk_id,
     content_sha256,
     derive_document_id,
@@ -26,6 +26,8 @@ from lorag_gateway.ingest.documents import (
     validate_document,
 )
 from lorag_gateway.ingest.parsing import DOCUMENT_TOO_LARGE, EMPTY_DOCUMENT, UNSUPPORTED_MIME_TYPE
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[3]
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
@@ -59,7 +61,7 @@ def test_chunk_ids_follow_the_documented_scheme() -> None:
     assert uuid.UUID(expected).version == 5
     assert chunk_id("handbook", "Acme", "guide.md", 3) != expected  # tenants are case-sensitive
     assert chunk_id("handbook", "acme", "guide.md", 4) != expected
-    assert canonical_collection("handbook") == "Handbook"
+    assert names.normalize_collection("handbook") == "Handbook"
 
 
 def test_derived_document_ids() -> None:

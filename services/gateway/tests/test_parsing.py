@@ -26,6 +26,8 @@ from lorag_gateway.ingest.parsing import (
     resolve_mime_type,
 )
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[3]
 MARKDOWN_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 

@@ -15,9 +15,10 @@ import pytest
 
 from lorag_core.errors import InvalidArgument, ResourceExhausted, Unavailable
 from lorag_embedding.backends.local import default_model_path
-from lorag_retrieval.backends import CrossEncoderLoadError, CrossEncoderReranker, Reranker
+from lorag_retrieval.rerankers import CrossEncoderLoadError, CrossEncoderReranker, Reranker
 
 
+@pytest.mark.service
 async def test_a_missing_model_folder_fails_to_load_with_a_clear_error(tmp_path):
     reranker = CrossEncoderReranker(tmp_path / "no-such-model")
     with pytest.raises(CrossEncoderLoadError, match="no CrossEncoder model folder at"):
@@ -25,12 +26,14 @@ async def test_a_missing_model_folder_fails_to_load_with_a_clear_error(tmp_path)
     await reranker.close()
 
 
+@pytest.mark.service
 async def test_a_folder_without_a_model_fails_to_load(tmp_path):
     reranker = CrossEncoderReranker(tmp_path)
     with pytest.raises(CrossEncoderLoadError, match="cannot load CrossEncoder model"):
         await reranker.start()
 
 
+@pytest.mark.service
 async def test_a_hub_id_offline_fails_to_load(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     reranker = CrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L-6-v2")
@@ -38,6 +41,7 @@ async def test_a_hub_id_offline_fails_to_load(monkeypatch):
         await reranker.start()
 
 
+@pytest.mark.unit
 async def test_without_the_extra_the_error_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # what an image without the extra looks like
     reranker = CrossEncoderReranker(default_model_path())
@@ -45,6 +49,7 @@ async def test_without_the_extra_the_error_names_it(monkeypatch):
         await reranker.start()
 
 
+@pytest.mark.unit
 def test_constructor_checks_its_arguments():
     with pytest.raises(ValueError):
         CrossEncoderReranker("")
@@ -69,6 +74,7 @@ async def fresh_head():
     await reranker.close()
 
 
+@pytest.mark.service
 async def test_code_path_one_score_per_passage_in_order(fresh_head):
     assert isinstance(fresh_head, Reranker)
     passages = ["Paris is the capital of France.", "LoRA trains adapters.", "x", "Weaviate stores vectors."] * 3
@@ -80,6 +86,7 @@ async def test_code_path_one_score_per_passage_in_order(fresh_head):
     assert fresh_head.token_limit == 64
 
 
+@pytest.mark.service
 async def test_code_path_truncate_false_refuses_an_overlong_pair(fresh_head):
     long_passage = "adapter " * 200
     assert len((await fresh_head.rerank("q", ["short", long_passage], truncate=True)).scores) == 2
@@ -88,6 +95,7 @@ async def test_code_path_truncate_false_refuses_an_overlong_pair(fresh_head):
     assert [v.field for v in failure.value.violations] == ["passages[1]"]
 
 
+@pytest.mark.service
 async def test_code_path_queue_bound_and_event_loop_stays_free(fresh_head):
     ticks = 0
 
@@ -110,6 +118,7 @@ async def test_code_path_queue_bound_and_event_loop_stays_free(fresh_head):
     assert ticks > 0  # inference ran on the worker thread, not on the loop
 
 
+@pytest.mark.unit
 async def test_closed_reranker_is_unavailable():
     reranker = CrossEncoderReranker(default_model_path(), num_labels=1)
     await reranker.close()

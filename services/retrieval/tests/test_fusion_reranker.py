@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lorag_retrieval.backends import FusionReranker, FusionWeights, Reranker
+from lorag_retrieval.rerankers import FusionReranker, FusionWeights, Reranker
 
 QUERY = "Which enzyme does aspirin inhibit?"
 PASSAGES = [
@@ -17,6 +17,7 @@ PASSAGES = [
 ]
 
 
+@pytest.mark.service
 async def test_the_passage_with_the_answer_sentence_ranks_first(encoder):
     reranker = FusionReranker(encoder)
     assert isinstance(reranker, Reranker)
@@ -32,6 +33,7 @@ async def test_the_passage_with_the_answer_sentence_ranks_first(encoder):
     assert "Cardiology notes" in encoder.calls[1][1]  # the title line is a sentence of its own
 
 
+@pytest.mark.service
 async def test_without_first_stage_scores_the_whole_passage_similarity_stands_in(encoder):
     reranker = FusionReranker(encoder)
     result = await reranker.rerank(QUERY, PASSAGES)
@@ -40,6 +42,7 @@ async def test_without_first_stage_scores_the_whole_passage_similarity_stands_in
     assert encoder.calls[2][1] == PASSAGES
 
 
+@pytest.mark.service
 async def test_sentence_vectors_are_cached(encoder):
     reranker = FusionReranker(encoder, sentence_cache=100)
     first = await reranker.rerank(QUERY, PASSAGES, first_stage=[4, 3, 2, 1])
@@ -52,6 +55,7 @@ async def test_sentence_vectors_are_cached(encoder):
     assert len(small._cache) == 2  # bounded
 
 
+@pytest.mark.service
 async def test_bm25_only_weights_need_no_model(encoder):
     reranker = FusionReranker(encoder, weights=FusionWeights(first_stage=0.5, maxp=0.0, bm25=0.5))
     result = await reranker.rerank("cyclooxygenase aspirin", PASSAGES, first_stage=[1, 1, 1, 1])
@@ -60,6 +64,7 @@ async def test_bm25_only_weights_need_no_model(encoder):
     assert result.model == "fusion:bm25"
 
 
+@pytest.mark.service
 async def test_a_list_like_passage_is_grouped_into_at_most_max_sentences(encoder):
     reranker = FusionReranker(encoder, max_sentences=4)
     listing = " ".join(f"Item {i} is here." for i in range(20))
@@ -67,6 +72,7 @@ async def test_a_list_like_passage_is_grouped_into_at_most_max_sentences(encoder
     assert len(encoder.calls[1][1]) == 4
 
 
+@pytest.mark.unit
 def test_weights_are_checked():
     with pytest.raises(ValueError):
         FusionWeights(0, 0, 0)

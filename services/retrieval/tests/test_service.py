@@ -27,6 +27,8 @@ from lorag_core.downstream import status_details
 from lorag_retrieval.config import RetrievalSettings
 from lorag_retrieval.server import create_app as create_retrieval
 
+pytestmark = pytest.mark.service
+
 COLLECTION = f"Rtv{uuid.uuid4().hex[:8]}"  # unique per run: other modules share the session's Weaviate
 TENANT = "acme"
 
@@ -536,13 +538,14 @@ async def test_long_lists_are_split_to_the_embedding_services_limit_and_errors_n
     from lorag_core.errors import InvalidArgument
     from lorag_embedding.config import EmbeddingSettings
     from lorag_embedding.server import create_app as create_embedding
-    from lorag_retrieval.dependencies import EmbeddingService
+    from lorag_client import EmbeddingClient
+    from lorag_retrieval.encoder import Encoder
 
     app, embedder = create_embedding(EmbeddingSettings(port=0, max_client_batch_size=4, max_queue_texts=64))
     await app.start()
     await embedder.start()
     await app.set_serving()
-    service = EmbeddingService(app.address)
+    service = Encoder(EmbeddingClient(app.address))
     try:
         texts = [f"sentence number {i} about adapters" for i in range(10)]
         together = await service.encode(texts)

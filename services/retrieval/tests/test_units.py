@@ -21,12 +21,14 @@ from lorag_core.errors import (
     Unavailable,
 )
 from lorag_core.interceptors import current_deadline
-from lorag_retrieval.backends.base import MAX_PASSAGES, validate_rerank
-from lorag_retrieval.backends.text import bm25, sentences, words
+from lorag_retrieval.rerankers.base import MAX_PASSAGES, validate_rerank
+from lorag_retrieval.rerankers.text import bm25, sentences, words
 from lorag_core.downstream import error_from_rpc, prefix_fields
-from lorag_retrieval.fusion import min_max, ranks, rrf, weighted_sum
+from lorag_retrieval.score_fusion import min_max, ranks, rrf, weighted_sum
 from lorag_retrieval.mmr import cosine_matrix, mmr
-from lorag_retrieval.options import plan_retrieval
+from lorag_retrieval.convert import plan_retrieval
+
+pytestmark = pytest.mark.unit
 
 # -- MMR -------------------------------------------------------------------------------------------------------------
 
