@@ -38,6 +38,9 @@ breaking: setup  ## buf breaking against main (run on a branch before merging)
 test: lint  ## the full test suite: unit, service and end-to-end tiers, on real Weaviate and real models
 	$(PY) -m pytest -p no:cacheprovider
 
+test-fast: setup  ## the unit tier only (no process, network or model; under two minutes), without lint
+	$(PY) -m pytest -p no:cacheprovider -m unit
+
 demo: setup  ## start the local stack and run the demo on embedded defaults
 	@scripts/demo.sh
 
