@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import grpc
 import typer
 from rich.table import Table
 
@@ -13,7 +12,7 @@ from lorag.common.v1 import common_pb2
 from lorag_cli.folder import iter_folder, iter_folder_paths, removed
 from lorag_cli.ingesting import IngestReport, stream_documents
 from lorag_cli.output import err, out, print_json, run_rpc, to_dict
-from lorag_client import GatewayClient, IndexerClient, document
+from lorag_client import GatewayClient, IndexerClient, NotFound, document
 
 Collection = Annotated[str, typer.Option("--collection", "-c", help="Collection to use (created on first ingest).")]
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant (one per customer; isolated from the others).")]
@@ -78,9 +77,7 @@ def register(app: typer.Typer) -> None:
                                                 label="syncing", show_progress=not as_json)
                 try:
                     indexed = [d.document_id async for d in indexer.iter_documents(collection, tenant)]
-                except grpc.aio.AioRpcError as error:
-                    if error.code() != grpc.StatusCode.NOT_FOUND:
-                        raise
+                except NotFound:
                     indexed = []
                 gone = removed(local, indexed)
                 for start in range(0, len(gone), 1000):

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from lorag.training.v1 import training_service_pb2 as pb
 from lorag_cli.output import err, out, print_json, run_rpc, to_dict
-from lorag_client import TrainingClient
+from lorag_client import TrainingClient, Unavailable
 from lorag_client.training import TERMINAL_STATES, guess_format, state_name
 
 Address = Annotated[str | None, typer.Option(help="host:port of the training service (else LORAG_TRAINING_ADDRESS).")]
@@ -105,8 +105,6 @@ def _event_line(event: pb.JobEvent) -> str:
 
 async def _follow(client: TrainingClient, job_id: str, show_progress: bool) -> pb.TrainingJob:
     """Watch a job to its end (resuming a dropped stream), with a live progress bar when asked."""
-    import grpc
-
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
                         TextColumn("{task.fields[stats]}"),
                         TimeElapsedColumn(), console=err, disable=not show_progress, transient=False)
@@ -133,9 +131,8 @@ async def _follow(client: TrainingClient, job_id: str, show_progress: bool) -> p
                             progress.update(task, stats=state_name(event.state_change.state).lower())
                     elif kind == "checkpoint_saved" and show_progress:
                         progress.console.print(f"  saved {event.checkpoint_saved.name}", highlight=False)
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
+            except Unavailable:
+                pass
             job = await client.get_job(job_id)
             if job.state in TERMINAL_STATES:
                 if job.progress.total_steps:
