@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
+import contextlib
+
 import pytest
 
 from lorag.common.v1 import common_pb2
 from lorag_cli.load import payloads
+from lorag_client import CLIENTS
 
 pytestmark = pytest.mark.unit
 
@@ -62,9 +64,11 @@ def test_texts_are_deterministic_per_seed_and_vary_in_length():
 
 async def test_payloads_that_need_no_setup_follow_the_contract_and_the_options():
     options = payloads.LoadOptions(batch=3, max_new_tokens=7, adapter="support@production", corpus=DOCS)
-    async with grpc.aio.insecure_channel("127.0.0.1:1") as channel:  # Never dialled: these need no prepare.
+    async with contextlib.AsyncExitStack() as opened:  # Clients never dialled: these need no prepare.
         def build(service: str, rpc: str):  # type: ignore[no-untyped-def]
-            return payloads.build_workload(service, rpc, channel, "127.0.0.1:1", options, lambda name: "unused")
+            client = CLIENTS[service]("127.0.0.1:1", retries=False)
+            opened.push_async_callback(client.close)
+            return payloads.build_workload(service, rpc, client, options, lambda name: "unused")
 
         embed = await build("embedding", "Embed")
         assert [len(embed.build(i).texts) for i in range(5)] == [3] * 5

@@ -12,12 +12,13 @@ import grpc
 import pytest
 
 from lorag_cli.load.runner import run_concurrency, run_rate
+from lorag_client import LoragError
 
 pytestmark = pytest.mark.unit
 
 
-def _rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="refused")
+def _rpc_error(code: grpc.StatusCode) -> LoragError:
+    return LoragError("refused", code=code)  # What the SDK raises for a failed call.
 
 
 async def test_fixed_rate_sends_rate_times_duration_requests_due_on_schedule():

@@ -3,7 +3,7 @@
     lorag load embedding --concurrency 4 --duration 30
     lorag load gateway --rpc AskStream --rate 2 --duration 60 --json --plot ask.html
 
-Calls go through the generated stubs on a plain grpc.aio channel (no client retries, which would hide errors).
+Calls go through the service's SDK client with its retries off (a retry would hide the error a caller saw).
 The figures go to stdout (a table, or JSON with --json); a self-contained HTML plot of latency and throughput
 over time is written unless --no-plot. Exit code 0 when the run completed, errors or not (--fail-on-errors: 1
 when any call failed); 1 when the service cannot be reached or prepared; 2 for bad options.
@@ -16,15 +16,13 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import grpc
 import typer
 from rich.table import Table
 
-from lorag_cli.output import describe_rpc_error, err, out, print_json
-from lorag_client import endpoints
+from lorag_cli.output import describe_error, err, out, print_json
+from lorag_client import CLIENTS, LoragError, endpoints
 
 SERVICES = ("gateway", "embedding", "indexer", "retrieval", "generation", "training")
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def default_plot_path(service: str, rpc: str) -> Path:
@@ -36,16 +34,14 @@ async def _run(service: str, rpc: str | None, address: str, options: Any, *, rat
                quiet: bool) -> tuple[Any, Any]:
     from lorag_cli.load import payloads, runner
 
-    channel = grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                                                          ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
-    async with channel:
+    async with CLIENTS[service](address, timeout=options.timeout, retries=False) as client:
         try:
-            await asyncio.wait_for(channel.channel_ready(), timeout=10)
+            await asyncio.wait_for(client.channel.channel_ready(), timeout=10)
         except TimeoutError:
             err.print(f"[red]error[/red] cannot reach the {service} service at {address}; is it running? "
                       "(`lorag status`, or --address / LORAG_" + service.upper() + "_ADDRESS)", highlight=False)
             raise typer.Exit(1) from None
-        workload = await payloads.build_workload(service, rpc, channel, address, options, endpoints.address)
+        workload = await payloads.build_workload(service, rpc, client, options, endpoints.address)
         if not quiet:
             for note in workload.notes:
                 err.print(f"[dim]{note}[/dim]", highlight=False)
@@ -142,8 +138,8 @@ def register(app: typer.Typer) -> None:
             workload, result = asyncio.run(_run(service, spec.name, target, options, rate=rate,
                                                 concurrency=concurrency, duration=duration, warmup=warmup,
                                                 max_in_flight=max_in_flight, quiet=as_json))
-        except grpc.aio.AioRpcError as error:
-            err.print(f"[red]error[/red] preparing the load failed: {describe_rpc_error(error)}", highlight=False)
+        except LoragError as error:
+            err.print(f"[red]error[/red] preparing the load failed: {describe_error(error)}", highlight=False)
             raise typer.Exit(1) from None
         except RuntimeError as error:
             err.print(f"[red]error[/red] preparing the load failed: {error}", highlight=False)

@@ -1,12 +1,16 @@
 """What `lorag load` sends: the RPCs of each service, realistic requests for them, and the setup they need.
 
+Every call goes through the SDK client of the service under load (``lorag_client.CLIENTS``), made with its
+retries off (a retried call would hide the failure its caller saw): ``ServiceClient.invoke`` or ``invoke_stream``
+sends the requests built here, and a failed call raises a ``LoragError`` whose code the report counts.
+
 Texts come from real prose (this repository's ``docs/`` by default, or ``--corpus``), cut into sentences of
 varying length; queries are word spans of those sentences, so keyword search finds something and dense search
 sees natural language. Requests are built ahead into a pool (``Workload.request(i)`` picks ``pool[i % n]``), so
 building them costs nothing during the measured window; streamed uploads (IngestDocuments, UploadDataset) are
 built per call so that each carries new content.
 
-Some RPCs need state before they can succeed; ``prepare`` creates it and says what it did:
+Some RPCs need state before they can succeed; prepare (``lorag_cli.load.prepare``) creates it and says what it did:
 
 - a collection with documents (indexer Search/ListDocuments/BatchGetDocumentStates, retrieval Retrieve, gateway
   Retrieve/Ask/AskStream): when the tenant of the collection is missing or empty, the corpus files are ingested
@@ -28,26 +32,24 @@ import json
 import math
 import random
 import re
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import grpc
+from typing import Any, Literal, cast
 
 from lorag.common.v1 import common_pb2
+from lorag.indexer.v1 import indexer_service_pb2
+from lorag_client import CLIENTS, IndexerClient, ServiceClient, TrainingClient, sampling_params
+from lorag_client import retrieval_options as sdk_retrieval_options
+from lorag_client.indexer import chunk_record
+from lorag_core.interceptors import current_deadline
 
 Kind = Literal["unary", "server_stream", "client_stream", "bidi_stream"]
 
-SERVICE_PACKAGES = {
-    "embedding": "EmbeddingService",
-    "indexer": "IndexerService",
-    "retrieval": "RetrievalService",
-    "gateway": "GatewayService",
-    "generation": "GenerationService",
-    "training": "TrainingService",
-}
+# The contract's service name, e.g. "EmbeddingService", by the service's short name.
+SERVICE_PACKAGES = {service: client.descriptor.name for service, client in CLIENTS.items()}
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ DEFAULT_RPC = {
 }
 
 LOAD_DATASET = "lorag-load"
+LOAD_DESCRIPTION = "written by lorag load"
 POOL_SIZE = 256
 
 # Used only when no corpus folder can be found (an installed CLI without the repository's docs/).
@@ -147,7 +150,7 @@ def rpc_spec(service: str, rpc: str | None) -> RpcSpec:
 
 def full_method(service: str, rpc: str) -> str:
     """The RPC's full name as reflection and ghz know it, e.g. ``lorag.embedding.v1.EmbeddingService.Embed``."""
-    return f"lorag.{service}.v1.{SERVICE_PACKAGES[service]}.{rpc}"
+    return f"{CLIENTS[service].descriptor.full_name}.{rpc}"
 
 
 # -- text ------------------------------------------------------------------------------------------------------------
@@ -228,6 +231,17 @@ def random_unit_vector(dimensions: int, rng: random.Random) -> list[float]:
     return [v / norm for v in values]
 
 
+def load_chunk(
+    collection: str, tenant: str, document_id: str, index: int, text: str, vector: Sequence[float], chunk_index: int
+) -> indexer_service_pb2.ChunkRecord:
+    """A chunk as the ingest path writes it: an id derived from where it lives, and its text's hash."""
+    chunk_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{collection}/{tenant}/{document_id}/{index}"))
+    record = chunk_record(chunk_id, document_id, text, vector, chunk_index=chunk_index,
+                          content_sha256=hashlib.sha256(text.encode()).hexdigest())
+    record.chunk.tenant, record.chunk.collection = tenant, collection
+    return record
+
+
 # -- the workload ----------------------------------------------------------------------------------------------------
 
 
@@ -254,7 +268,7 @@ class Workload:
 
     service: str
     spec: RpcSpec
-    method: Any  # The generated stub's multi-callable.
+    client: ServiceClient  # The SDK client of the service under load, its retries off.
     build: Callable[[int], Any]  # Request i (a message, or an iterator of messages for client streams).
     timeout: float
     notes: list[str] = field(default_factory=list)  # What prepare did, for the report.
@@ -262,39 +276,37 @@ class Workload:
     async def call(self, i: int) -> float | None:
         """Send request ``i``; return the loop time of the first response message for response streams."""
         request = self.build(i)
-        if self.spec.kind in ("unary", "client_stream"):
-            await self.method(request, timeout=self.timeout)
-            return None
-        first = None
-        async for _ in self.method(request, timeout=self.timeout):
-            if first is None:
-                first = asyncio.get_running_loop().time()
-        return first
-
-
-def stub_for(service: str, channel: grpc.aio.Channel) -> Any:
-    module = importlib.import_module(f"lorag.{service}.v1.{service}_service_pb2_grpc")
-    return getattr(module, f"{SERVICE_PACKAGES[service]}Stub")(channel)
+        # The tool is the caller and --timeout its deadline: a call that runs out of time is DEADLINE_EXCEEDED
+        # (the client reports a per-call timeout inside a longer deadline as an unavailable dependency).
+        token = current_deadline.set(time.monotonic() + self.timeout)
+        try:
+            if self.spec.kind in ("unary", "client_stream"):
+                await self.client.invoke(self.spec.name, request, timeout=self.timeout)
+                return None
+            first = None
+            async for _ in self.client.invoke_stream(self.spec.name, request, timeout=self.timeout):
+                if first is None:
+                    first = asyncio.get_running_loop().time()
+            return first
+        finally:
+            current_deadline.reset(token)
 
 
 def messages(service: str) -> Any:
     return importlib.import_module(f"lorag.{service}.v1.{service}_service_pb2")
 
 
-_MODES = {"dense": common_pb2.SEARCH_MODE_VECTOR, "keyword": common_pb2.SEARCH_MODE_KEYWORD,
-          "hybrid": common_pb2.SEARCH_MODE_HYBRID}
+SEARCH_MODES = {"dense": common_pb2.SEARCH_MODE_VECTOR, "keyword": common_pb2.SEARCH_MODE_KEYWORD,
+                "hybrid": common_pb2.SEARCH_MODE_HYBRID}
 
 
 def retrieval_options(options: LoadOptions) -> common_pb2.RetrievalOptions:
-    message = common_pb2.RetrievalOptions(mode=_MODES[options.mode], top_k=options.top_k)
-    if options.rerank is not None:
-        message.rerank = options.rerank
-    return message
+    return sdk_retrieval_options(mode=cast(Any, options.mode), top_k=options.top_k, rerank=options.rerank)
 
 
 def sampling(options: LoadOptions, i: int) -> common_pb2.SamplingParams:
     """Greedy, short answers: the cost of a request is then stable and bounded by --max-new-tokens."""
-    return common_pb2.SamplingParams(temperature=0.0, max_new_tokens=options.max_new_tokens, seed=i)
+    return sampling_params(temperature=0.0, max_new_tokens=options.max_new_tokens, seed=i)
 
 
 def completion_dataset(text: TextSource, rows: int) -> bytes:
@@ -305,25 +317,26 @@ def completion_dataset(text: TextSource, rows: int) -> bytes:
 
 def upload_requests(pb: Any, name: str, data: bytes) -> Iterator[Any]:
     yield pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(
-        name=name, format=pb.DATASET_FORMAT_COMPLETION, description="written by lorag load"))
+        name=name, format=pb.DATASET_FORMAT_COMPLETION, description=LOAD_DESCRIPTION))
     yield pb.UploadDatasetRequest(data=data)
 
 
-async def build_workload(service: str, rpc: str | None, channel: grpc.aio.Channel, address: str,
-                         options: LoadOptions, addresses: Callable[[str], str]) -> Workload:
-    """The workload of ``service``'s ``rpc``, after its prepare step; ``addresses(svc)`` finds the other services
-    prepare may use (the service under load is at ``address``)."""
+async def build_workload(service: str, rpc: str | None, client: ServiceClient, options: LoadOptions,
+                         addresses: Callable[[str], str]) -> Workload:
+    """The workload of ``service``'s ``rpc`` over ``client`` (the service's SDK client, made with
+    ``retries=False``), after its prepare step; ``addresses(svc)`` finds the other services prepare may use."""
+    from lorag_cli.load import prepare
+
     spec = rpc_spec(service, rpc)
-    stub = stub_for(service, channel)
     pb = messages(service)
     text = TextSource(load_sentences(options.corpus or default_corpus_dir()), options.seed)
     notes: list[str] = []
 
     def other(name: str) -> str:
-        return address if name == service else addresses(name)
+        return client.target if name == service else addresses(name)
 
     if spec.needs_corpus:
-        notes.append(await ensure_corpus(options, text, other))
+        notes.append(await prepare.ensure_corpus(options, text, other))
 
     def pool(make: Callable[[int], Any]) -> Callable[[int], Any]:
         built = [make(i) for i in range(POOL_SIZE)]
@@ -338,9 +351,9 @@ async def build_workload(service: str, rpc: str | None, channel: grpc.aio.Channe
             build = pool(lambda i: pb.InfoRequest())
         case "indexer", "Search":
             queries = [text.query() for _ in range(64)]
-            vectors, how = await query_vectors(options, queries, other)
+            vectors, how = await prepare.query_vectors(options, queries, other)
             notes.append(how)
-            mode = _MODES[options.mode]
+            mode = SEARCH_MODES[options.mode]
             build = pool(lambda i: pb.SearchRequest(
                 collection=options.collection, tenant=options.tenant, mode=mode, limit=options.top_k,
                 query_text=queries[i % len(queries)] if mode != common_pb2.SEARCH_MODE_VECTOR else "",
@@ -355,33 +368,24 @@ async def build_workload(service: str, rpc: str | None, channel: grpc.aio.Channe
             build = pool(lambda i: pb.ListDocumentsRequest(collection=options.collection, tenant=options.tenant,
                                                            page_size=20))
         case "indexer", "BatchGetDocumentStates":
-            listed = await stub.ListDocuments(pb.ListDocumentsRequest(
-                collection=options.collection, tenant=options.tenant, page_size=50), timeout=options.timeout)
+            listed = await cast(IndexerClient, client).list_documents(
+                options.collection, options.tenant, page_size=50, timeout=options.timeout)
             ids = [d.document_id for d in listed.documents] or ["absent"]
             build = pool(lambda i: pb.BatchGetDocumentStatesRequest(
                 collection=options.collection, tenant=options.tenant,
                 document_ids=ids[: 1 + i % len(ids)] + [f"absent-{i}"]))
         case "indexer", "UpsertChunks":
-            collection = await stub.GetCollection(pb.GetCollectionRequest(name=options.collection),
-                                                  timeout=options.timeout)
-            dims = collection.collection.vector_dimensions
+            collection = await cast(IndexerClient, client).get_collection(options.collection,
+                                                                          timeout=options.timeout)
+            dims = collection.vector_dimensions
             rng = random.Random(options.seed)
             notes.append(f"UpsertChunks writes 8 chunks per call into documents load-upsert-<n> of "
                          f"{options.collection}/{options.tenant} (random unit vectors, {dims} dimensions)")
 
             def upsert(i: int) -> Any:
                 document_id = f"load-upsert-{i}"
-                chunks = []
-                for index in range(8):
-                    passage = text.passage(2)
-                    chunks.append(pb.ChunkRecord(
-                        chunk=common_pb2.Chunk(
-                            chunk_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{options.collection}/{options.tenant}/"
-                                                                     f"{document_id}/{index}")),
-                            document_id=document_id, tenant=options.tenant, collection=options.collection,
-                            text=passage, char_start=0, char_end=len(passage), chunk_index=index,
-                            content_sha256=hashlib.sha256(passage.encode()).hexdigest()),
-                        vector=random_unit_vector(dims, rng)))
+                chunks = [load_chunk(options.collection, options.tenant, document_id, index, text.passage(2),
+                                     random_unit_vector(dims, rng), chunk_index=index) for index in range(8)]
                 return pb.UpsertChunksRequest(collection=options.collection, tenant=options.tenant, chunks=chunks)
 
             build = upsert
@@ -431,7 +435,9 @@ async def build_workload(service: str, rpc: str | None, channel: grpc.aio.Channe
             build = pool(lambda i: pb.ListDatasetsRequest(page_size=20))
         case "training", "GetDataset":
             dataset = completion_dataset(TextSource(text.sentences), 32)  # The same rows on every run.
-            await stub.UploadDataset(upload_requests(pb, LOAD_DATASET, dataset), timeout=max(options.timeout, 120))
+            await cast(TrainingClient, client).upload_dataset(
+                dataset, name=LOAD_DATASET, format="completion", description=LOAD_DESCRIPTION,
+                timeout=max(options.timeout, 120))
             notes.append(f"prepare uploaded dataset {LOAD_DATASET} (32 completion rows; unchanged on a re-run)")
             build = pool(lambda i: pb.GetDatasetRequest(name=LOAD_DATASET))
         case "training", "UploadDataset":
@@ -440,127 +446,4 @@ async def build_workload(service: str, rpc: str | None, channel: grpc.aio.Channe
             build = lambda i: upload_requests(pb, f"{LOAD_DATASET}-upload", variants[i % len(variants)])  # noqa: E731
         case _:  # pragma: no cover - RPCS and this table are kept together
             raise ValueError(f"no payload for {service} {spec.name}")
-    return Workload(service, spec, getattr(stub, spec.name), build, options.timeout, notes)
-
-
-# -- prepare ---------------------------------------------------------------------------------------------------------
-
-
-async def ensure_corpus(options: LoadOptions, text: TextSource, address_of: Callable[[str], str]) -> str:
-    """Make sure ``collection``/``tenant`` holds documents; return what was found or done."""
-    from lorag.indexer.v1 import indexer_service_pb2 as ipb
-
-    where = f"{options.collection}/{options.tenant}"
-    async with grpc.aio.insecure_channel(address_of("indexer")) as channel:
-        indexer = stub_for("indexer", channel)
-        try:
-            listed = await indexer.ListDocuments(ipb.ListDocumentsRequest(
-                collection=options.collection, tenant=options.tenant, page_size=1), timeout=10)
-            if listed.documents:
-                return f"corpus {where} already holds documents"
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND:
-                return f"corpus {where} not checked (indexer: {error.code().name}); prepare skipped"
-        files = corpus_files(options.corpus or default_corpus_dir())
-        if await _serving(address_of("gateway")):
-            count = await _ingest_through_gateway(address_of("gateway"), options, files, text)
-            return f"prepare ingested {count} documents into {where} through the gateway"
-        count = await _write_through_indexer(indexer, options, text, address_of)
-        return f"prepare wrote {count} chunks into {where} through the indexer (no gateway reachable)"
-
-
-async def _serving(address: str) -> bool:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
-        except grpc.aio.AioRpcError:
-            return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-
-async def _ingest_through_gateway(address: str, options: LoadOptions, files: list[Path], text: TextSource) -> int:
-    from lorag.gateway.v1 import gateway_service_pb2 as gpb
-
-    if files:
-        documents = [gpb.Document(id=path.name, tenant=options.tenant, collection=options.collection,
-                                  source_uri=path.name, text=path.read_text(errors="replace")) for path in files]
-    else:
-        documents = [gpb.Document(id=f"fallback-{i}", tenant=options.tenant, collection=options.collection,
-                                  text=sentence) for i, sentence in enumerate(text.sentences)]
-    async with grpc.aio.insecure_channel(address) as channel:
-        call = stub_for("gateway", channel).IngestDocuments(
-            iter([gpb.IngestDocumentsRequest(document=d) for d in documents]), timeout=600)
-        async for response in call:
-            if response.HasField("result") and response.result.outcome == gpb.INGEST_OUTCOME_FAILED:
-                raise RuntimeError(f"prepare could not ingest {response.result.document_id}: {response.result.reason}")
-    return len(documents)
-
-
-async def _write_through_indexer(indexer: Any, options: LoadOptions, text: TextSource,
-                                 address_of: Callable[[str], str]) -> int:
-    from lorag.indexer.v1 import indexer_service_pb2 as ipb
-
-    passages = text.sentences[:200]
-    vectors, _ = await _embed(address_of("embedding"), passages, query=False)
-    dims = len(vectors[0]) if vectors else 384
-    try:
-        await indexer.CreateCollection(ipb.CreateCollectionRequest(collection=ipb.Collection(
-            name=options.collection, vector_dimensions=dims)), timeout=30)
-    except grpc.aio.AioRpcError as error:
-        if error.code() != grpc.StatusCode.ALREADY_EXISTS:
-            raise
-    rng = random.Random(options.seed)
-    records = []
-    for index, passage in enumerate(passages):
-        document_id = f"load-seed-{index // 10}"
-        records.append(ipb.ChunkRecord(
-            chunk=common_pb2.Chunk(
-                chunk_id=str(uuid.uuid5(uuid.NAMESPACE_URL,
-                                        f"{options.collection}/{options.tenant}/{document_id}/{index}")),
-                document_id=document_id, tenant=options.tenant, collection=options.collection, text=passage,
-                char_start=0, char_end=len(passage), chunk_index=index % 10,
-                content_sha256=hashlib.sha256(passage.encode()).hexdigest()),
-            vector=vectors[index] if vectors else random_unit_vector(dims, rng)))
-    await indexer.UpsertChunks(ipb.UpsertChunksRequest(collection=options.collection, tenant=options.tenant,
-                                                       chunks=records), timeout=120)
-    return len(records)
-
-
-async def _embed(address: str, texts: list[str], *, query: bool) -> tuple[list[list[float]], str]:
-    """Vectors from the embedding service, or ([], why not)."""
-    from lorag.embedding.v1 import embedding_service_pb2 as epb
-
-    vectors: list[list[float]] = []
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = stub_for("embedding", channel)
-        try:
-            for start in range(0, len(texts), 32):
-                reply = await stub.Embed(epb.EmbedRequest(
-                    texts=texts[start : start + 32],
-                    input_type=epb.INPUT_TYPE_QUERY if query else epb.INPUT_TYPE_DOCUMENT), timeout=60)
-                vectors.extend(list(e.values) for e in reply.embeddings)
-        except grpc.aio.AioRpcError as error:
-            return [], error.code().name
-    return vectors, "ok"
-
-
-async def query_vectors(options: LoadOptions, queries: list[str],
-                        address_of: Callable[[str], str]) -> tuple[list[list[float]], str]:
-    """Query vectors for indexer Search: embedded by the embedding service, else random unit vectors."""
-    from lorag.indexer.v1 import indexer_service_pb2 as ipb
-
-    async with grpc.aio.insecure_channel(address_of("indexer")) as channel:
-        described = await stub_for("indexer", channel).GetCollection(
-            ipb.GetCollectionRequest(name=options.collection), timeout=10)
-    dims = described.collection.vector_dimensions
-    if options.mode != "keyword":
-        vectors, why = await _embed(address_of("embedding"), queries, query=True)
-        if vectors and len(vectors[0]) == dims:
-            return vectors, f"query vectors: {len(vectors)} queries embedded by the embedding service"
-        why = why if not vectors else f"{len(vectors[0])} dimensions, collection has {dims}"
-    else:
-        why = "keyword mode"
-    rng = random.Random(options.seed)
-    return [random_unit_vector(dims, rng) for _ in queries], f"query vectors: random unit vectors ({why})"
+    return Workload(service, spec, client, build, options.timeout, notes)

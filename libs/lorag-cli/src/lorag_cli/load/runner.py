@@ -21,7 +21,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import grpc
+from lorag_client import LoragError
 
 # call(i) sends request i; it returns the loop time of the first response message of a stream, else None.
 Call = Callable[[int], Awaitable[float | None]]
@@ -50,8 +50,9 @@ class RunResult:
 
 
 def _code(error: BaseException) -> str:
-    if isinstance(error, grpc.aio.AioRpcError):
-        return error.code().name
+    """The gRPC code name of a failed call (the SDK raises a LoragError for each), else CLIENT_<its type>."""
+    if isinstance(error, LoragError):
+        return error.code.name
     return f"CLIENT_{type(error).__name__}"
 
 
