@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from lorag_retrieval.dependencies import Encoded
+from lorag_retrieval.encoder import Encoded
 
 
 class LocalEncoder:

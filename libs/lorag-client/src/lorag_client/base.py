@@ -10,7 +10,7 @@ transport security from :class:`lorag_core.clients.ChannelSecurity` (the environ
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, ClassVar, Self, TypeVar
 
 import grpc
@@ -90,7 +90,7 @@ class ServiceClient(ABC):
         request: Any,
         *,
         timeout: float | None,
-    ) -> AsyncIterator[ResponseT]:
+    ) -> AsyncGenerator[ResponseT, None]:
         """Iterate the responses of a response-streaming RPC (``request``: an async iterator for a bidi one).
 
         ``timeout`` is used as given (``None``: no deadline; long streams choose their own). Leaving the loop
@@ -120,7 +120,9 @@ class ServiceClient(ABC):
             return await self._client_stream(call, request, timeout=timeout)
         return await self._unary(call, request, timeout=timeout)
 
-    async def invoke_stream(self, method: str, request: Any, *, timeout: float | None = None) -> AsyncIterator[Any]:
+    async def invoke_stream(
+        self, method: str, request: Any, *, timeout: float | None = None
+    ) -> AsyncGenerator[Any, None]:
         """Iterate the responses of any response-streaming RPC by name (see :meth:`invoke`); ``timeout`` as given."""
         call, _ = self._method(method, streaming_response=True)
         async for response in self._server_stream(call, request, timeout=timeout):

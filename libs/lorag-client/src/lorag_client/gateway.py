@@ -13,7 +13,7 @@ async with GatewayClient() as gateway:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,7 +218,7 @@ class GatewayClient(ServiceClient):
         chunking: pb.ChunkingOptions | None = None,
         force: bool = False,
         timeout: float | None = None,
-    ) -> AsyncIterator[pb.IngestDocumentsResponse]:
+    ) -> AsyncGenerator[pb.IngestDocumentsResponse, None]:
         """Stream documents in; yields one ``result`` per document as it finishes, then the ``summary``."""
 
         async def requests() -> AsyncIterator[pb.IngestDocumentsRequest]:
@@ -354,7 +354,7 @@ class GatewayClient(ServiceClient):
         answer_without_context: bool = False,
         timeout: float | None = None,
         **values: Any,
-    ) -> AsyncIterator[AskDelta | Answer]:
+    ) -> AsyncGenerator[AskDelta | Answer, None]:
         """Like :meth:`ask`, streamed: yields :class:`AskDelta` items as the answer is decoded, then one
         :class:`Answer` (whose ``answer`` is the deltas joined). To stop early, close the iterator (``aclose()``,
         or iterate inside ``contextlib.aclosing``): that cancels the call, which stops generation."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from lorag.common.v1 import common_pb2
@@ -112,7 +112,7 @@ class GenerationClient(ServiceClient):
         seed: int | None = None,
         repetition_penalty: float | None = None,
         timeout: float | None = None,
-    ) -> AsyncIterator[pb.GenerateStreamResponse]:
+    ) -> AsyncGenerator[pb.GenerateStreamResponse, None]:
         """Stream messages: ``delta`` ones as text is decoded, then one ``summary``. Breaking out of the loop
         (or cancelling the task) cancels the call, which stops generation on the server."""
         values = dict(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -197,7 +197,7 @@ class TrainingClient(ServiceClient):
         )
         return response.training_job
 
-    async def watch_job(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[pb.JobEvent]:
+    async def watch_job(self, job_id: str, after_sequence: int = 0) -> AsyncGenerator[pb.JobEvent, None]:
         """The job's events from after ``after_sequence``, live, ending after its terminal state change.
 
         No deadline: a job may train for hours. To resume after a lost stream, pass the last sequence received.

@@ -6,9 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from lorag.gateway.v1 import gateway_service_pb2 as pb
 from lorag.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
-from lorag.generation.v1 import generation_service_pb2_grpc as generation_grpc
-from lorag_client import EmbeddingClient, IndexerClient, RetrievalClient, address
-from lorag_core.clients import create_channel
+from lorag_client import EmbeddingClient, GenerationClient, IndexerClient, RetrievalClient
 from lorag_core.server import ServiceApp
 from lorag_gateway.ask.pipeline import AskPipeline
 from lorag_gateway.config import GatewaySettings
@@ -40,19 +38,13 @@ class Gateway:
             embed_batch_size=self.settings.embed_batch_size,
             meter=self.app.telemetry.meter,
         )
-        # Generation is called through the generated stub: no retries (a generation is not repeated silently).
-        self.generation_channel = create_channel(settings.generation_address or address("generation"))
-        asker = AskPipeline(
-            self.retrieval,
-            generation_grpc.GenerationServiceStub(self.generation_channel),
-            timeout=timeout,
-            meter=self.app.telemetry.meter,
-        )
+        # GenerateStream declares no idempotency in its contract: it is never retried (not repeated silently).
+        self.generation = GenerationClient(settings.generation_address, timeout=timeout)
+        asker = AskPipeline(self.retrieval, self.generation, meter=self.app.telemetry.meter)
         servicer = GatewayServicer(pipeline, asker, self.indexer, self.retrieval, self.settings.ingest_concurrency)
         self.app.add_service(SERVICE, pb_grpc.add_GatewayServiceServicer_to_server, servicer)
 
     async def close(self) -> None:
-        for client in (self.embedding, self.indexer, self.retrieval):
+        for client in (self.embedding, self.indexer, self.retrieval, self.generation):
             await client.close()
-        await self.generation_channel.close()
         self.executor.shutdown(wait=False, cancel_futures=True)

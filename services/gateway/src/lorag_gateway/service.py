@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from opentelemetry import trace
@@ -18,10 +19,8 @@ from lorag.gateway.v1 import gateway_service_pb2 as pb
 from lorag.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from lorag_client import IndexerClient, RetrievalClient
 from lorag_client.indexer import python_value
-from lorag_core.downstream import downstream_errors
 from lorag_core.errors import FieldViolation, InvalidArgument
 from lorag_gateway.ask.pipeline import AnswerDelta, AnswerSummary, AskInput, AskPipeline
-from lorag_gateway.ask.retrieving import retrieve
 from lorag_gateway.ingest.chunking import ChunkingStrategy
 from lorag_gateway.ingest.documents import DocumentInput, collection_violation, document_id_violation, tenant_violation
 from lorag_gateway.ingest.pipeline import IngestItem, IngestPipeline, IngestResult
@@ -114,7 +113,7 @@ def citation_messages(summary: AnswerSummary) -> list[pb.Citation]:
     ]
 
 
-def summary_fields(summary: AnswerSummary) -> dict:  # type: ignore[type-arg]
+def summary_fields(summary: AnswerSummary) -> dict[str, Any]:
     """The fields AskResponse and AskSummary share, as keyword arguments of either."""
     timing = pb.AskTiming(
         retrieve_ns=summary.retrieve_ns,
@@ -162,7 +161,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self._retrieval = retrieval
         self._concurrency = ingest_concurrency
 
-    async def IngestDocuments(  # noqa: N802
+    async def IngestDocuments(
         self, request_iterator: AsyncIterator[pb.IngestDocumentsRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.IngestDocumentsResponse]:
         """Process up to ``ingest_concurrency`` documents at once; answer each as it finishes; then the summary."""
@@ -188,7 +187,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                     index += 1
                 await asyncio.gather(*list(workers))
                 done.put_nowait(None)
-            except BaseException as error:  # noqa: BLE001 - handed to the response side
+            except BaseException as error:
                 done.put_nowait(error)
 
         reader = asyncio.create_task(read())
@@ -215,7 +214,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         summary.elapsed_ns = time.perf_counter_ns() - started
         yield pb.IngestDocumentsResponse(summary=summary)
 
-    async def DeleteDocuments(  # noqa: N802
+    async def DeleteDocuments(
         self, request: pb.DeleteDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteDocumentsResponse:
         violations = _scope_violations(request.tenant, request.collection)
@@ -230,25 +229,19 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         ]
         if violations:
             raise InvalidArgument(message=violations[0].description, violations=violations)
-        async with downstream_errors("indexer"):
-            deleted = await self._indexer.delete_documents(request.collection, request.tenant, request.document_ids)
+        deleted = await self._indexer.delete_documents(request.collection, request.tenant, request.document_ids)
         return pb.DeleteDocumentsResponse(
             deleted_document_count=deleted.deleted_document_count, deleted_chunk_count=deleted.deleted_chunk_count
         )
 
-    async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveResponse:  # noqa: N802
+    async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveResponse:
         started = time.perf_counter_ns()
         span = trace.get_current_span()
         span.set_attribute("lorag.tenant", request.tenant)
         span.set_attribute("lorag.collection", request.collection)
         span.set_attribute("lorag.top_k", request.options.top_k)
-        found = await retrieve(
-            self._retrieval,
-            request.query,
-            tenant=request.tenant,
-            collection=request.collection,
-            options=request.options,
-            timeout=self._retrieval.default_timeout,
+        found = await self._retrieval.retrieve(
+            request.query, tenant=request.tenant, collection=request.collection, options=request.options
         )
         return pb.RetrieveResponse(
             chunks=found.chunks,
@@ -263,7 +256,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             total_ns=time.perf_counter_ns() - started,
         )
 
-    async def Ask(self, request: pb.AskRequest, context: grpc.aio.ServicerContext) -> pb.AskResponse:  # noqa: N802
+    async def Ask(self, request: pb.AskRequest, context: grpc.aio.ServicerContext) -> pb.AskResponse:
         """AskStream's flow, collected into one response."""
         summary = None
         async for item in self._asker.run(ask_input(request)):
@@ -272,7 +265,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         assert summary is not None, "the ask pipeline always ends with a summary"
         return pb.AskResponse(answer=summary.answer, **summary_fields(summary))
 
-    async def AskStream(  # noqa: N802
+    async def AskStream(
         self, request: pb.AskStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.AskStreamResponse]:
         """Forward each delta as it arrives, then the summary; a cancelled call cancels the generation call."""
@@ -280,7 +273,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         try:
             async for item in items:
                 if isinstance(item, AnswerDelta):
-                    yield pb.AskStreamResponse(delta=common_pb2.TokenDelta(text=item.text, token_count=item.token_count))
+                    yield pb.AskStreamResponse(
+                        delta=common_pb2.TokenDelta(text=item.text, token_count=item.token_count)
+                    )
                 else:
                     yield pb.AskStreamResponse(summary=pb.AskSummary(**summary_fields(item)))
         finally:

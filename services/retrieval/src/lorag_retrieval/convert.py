@@ -55,9 +55,9 @@ class RetrievalPlan:
     query: str
     tenant: str
     collection: str
-    mode: int  # common_pb2.SearchMode, never UNSPECIFIED
+    mode: common_pb2.SearchMode.ValueType  # never UNSPECIFIED
     alpha: float
-    fusion: int  # common_pb2.FusionType, never UNSPECIFIED
+    fusion: common_pb2.FusionType.ValueType  # never UNSPECIFIED
     filter: common_pb2.Filter | None
     top_k: int
     candidate_count: int

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lorag_retrieval.fusion import min_max
+from lorag_retrieval.score_fusion import min_max
 
 
 def cosine_matrix(vectors: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,8 @@ from opentelemetry import trace
 
 from lorag.common.v1 import common_pb2
 from lorag.indexer.v1 import indexer_service_pb2 as indexer_pb
+from lorag_client import IndexerClient
+from lorag_core.downstream import prefix_fields, renamed_fields
 from lorag_core.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -39,11 +42,10 @@ from lorag_core.errors import (
 )
 from lorag_core.interceptors import remaining_time
 from lorag_core.telemetry import get_logger
-from lorag_retrieval.backends.base import Reranker, RerankScores, validate_rerank
-from lorag_retrieval.dependencies import EmbeddingService, IndexerService
-from lorag_core.downstream import prefix_fields
+from lorag_retrieval.convert import MODE_NAMES, RetrievalPlan
+from lorag_retrieval.encoder import Encoder
 from lorag_retrieval.mmr import mmr
-from lorag_retrieval.options import MODE_NAMES, RetrievalPlan
+from lorag_retrieval.rerankers.base import Reranker, RerankScores, validate_rerank
 
 log = get_logger(__name__)
 
@@ -91,7 +93,7 @@ class Retrieval:
     candidate_count: int
     reranked: bool = False
     mmr_applied: bool = False
-    degradations: list[tuple[int, str]] = field(default_factory=list)  # (RetrievalStage, reason)
+    degradations: list[tuple[common_pb2.RetrievalStage.ValueType, str]] = field(default_factory=list)
     embedding_model: str = ""
     reranker_model: str = ""
     embed_ns: int = 0
@@ -119,8 +121,8 @@ class Retriever:
 
     def __init__(
         self,
-        embeddings: EmbeddingService,
-        index: IndexerService,
+        embeddings: Encoder,
+        index: IndexerClient,
         reranker: Reranker | None,
         *,
         tracer: trace.Tracer | None = None,
@@ -215,19 +217,19 @@ class Retriever:
         if plan.rerank and candidates:
             stage_started = time.perf_counter_ns()
             with self._span("retrieval.rerank", attributes, k=len(candidates)) as span:
-                ordered, reason = await self._rerank_stage(plan.query, candidates, result)
-                if reason:
-                    result.degradations.append((STAGE_RERANK, reason))
-                    _mark_degraded(span, reason)
+                ordered, rerank_problem = await self._rerank_stage(plan.query, candidates, result)
+                if rerank_problem:
+                    result.degradations.append((STAGE_RERANK, rerank_problem))
+                    _mark_degraded(span, rerank_problem)
             result.rerank_ns = time.perf_counter_ns() - stage_started
 
         if plan.mmr and ordered:
             stage_started = time.perf_counter_ns()
             with self._span("retrieval.mmr", attributes, k=len(ordered)) as span:
-                chosen, reason = await self._mmr_stage(ordered, plan)
-                if reason:
-                    result.degradations.append((STAGE_MMR, reason))
-                    _mark_degraded(span, reason)
+                chosen, mmr_problem = await self._mmr_stage(ordered, plan)
+                if mmr_problem:
+                    result.degradations.append((STAGE_MMR, mmr_problem))
+                    _mark_degraded(span, mmr_problem)
                 else:
                     ordered = chosen
                     result.mmr_applied = True
@@ -239,7 +241,8 @@ class Retriever:
 
     async def _search(self, request: indexer_pb.SearchRequest) -> indexer_pb.SearchResponse:
         try:
-            return await self.index.search(request, field_map=_SEARCH_FIELDS)
+            with renamed_fields(_SEARCH_FIELDS):
+                return await self.index.search_request(request)
         except InvalidArgument as exc:
             if any(v.field.startswith("query_vector") for v in exc.violations):
                 # Not the caller's mistake: the embedding model and the collection disagree on dimensions.
@@ -274,7 +277,7 @@ class Retriever:
             return candidates, f"reranker did not answer within {timeout:.3g} s; search order returned"
         except LoragError as exc:
             return candidates, f"reranker unavailable: {exc.message}; search order returned"
-        except Exception as exc:  # noqa: BLE001 - an optional stage must not fail the call
+        except Exception as exc:
             log.exception("reranker failed", error=repr(exc))
             return candidates, f"reranker failed: {type(exc).__name__}: {exc}; search order returned"
         for candidate, score in zip(candidates, scores.scores, strict=True):
@@ -336,7 +339,7 @@ class Retriever:
 
     # -- spans ---------------------------------------------------------------------------------------------------
 
-    def _span(self, name: str, attributes: dict[str, str], *, k: int):  # type: ignore[no-untyped-def]
+    def _span(self, name: str, attributes: dict[str, str], *, k: int) -> AbstractContextManager[trace.Span]:
         return self._tracer.start_as_current_span(name, attributes={**attributes, "lorag.retrieval.k": k})
 
 

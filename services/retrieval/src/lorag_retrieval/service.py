@@ -7,7 +7,7 @@ import grpc
 from lorag.common.v1 import common_pb2
 from lorag.retrieval.v1 import retrieval_service_pb2 as pb
 from lorag.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
-from lorag_retrieval.options import plan_retrieval
+from lorag_retrieval.convert import plan_retrieval
 from lorag_retrieval.pipeline import Candidate, Retrieval, Retriever
 
 
@@ -19,13 +19,11 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
         self._default_alpha = default_alpha
         self._rerank_by_default = rerank_by_default and retriever.reranker is not None
 
-    async def Retrieve(  # noqa: N802
-        self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext
-    ) -> pb.RetrieveResponse:
+    async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveResponse:
         plan = plan_retrieval(request, default_alpha=self._default_alpha, rerank_by_default=self._rerank_by_default)
         return _retrieve_response(await self._retriever.retrieve(plan))
 
-    async def Rerank(self, request: pb.RerankRequest, context: grpc.aio.ServicerContext) -> pb.RerankResponse:  # noqa: N802
+    async def Rerank(self, request: pb.RerankRequest, context: grpc.aio.ServicerContext) -> pb.RerankResponse:
         top_n = request.top_n if request.HasField("top_n") else None
         truncate = request.truncate if request.HasField("truncate") else True
         ranked = await self._retriever.rerank(request.query, list(request.passages), top_n, truncate)

@@ -10,8 +10,9 @@ the generation call, so its decode slot is freed at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -19,9 +20,8 @@ from opentelemetry import metrics, trace
 
 from lorag.common.v1 import common_pb2
 from lorag.generation.v1 import generation_service_pb2 as generation_pb
-from lorag.generation.v1 import generation_service_pb2_grpc as generation_grpc
-from lorag_client import RetrievalClient
-from lorag_core.downstream import downstream_errors, prefix_fields
+from lorag_client import GenerationClient, RetrievalClient
+from lorag_core.downstream import prefix_fields, renamed_fields
 from lorag_core.errors import FieldViolation, InvalidArgument, LoragError
 from lorag_core.telemetry import get_logger
 
@@ -39,7 +39,6 @@ from .prompting import (
     fit_passages,
     missing_placeholders,
 )
-from .retrieving import retrieve
 
 log = get_logger("lorag.gateway.ask")
 tracer = trace.get_tracer("lorag.gateway.ask")
@@ -131,14 +130,18 @@ def resolve_template(ask: AskInput) -> PromptTemplate:
         elif missing:
             names = " and ".join("{" + name + "}" for name in missing)
             violations.append(
-                FieldViolation("template_text", f"must contain the placeholders {{question}} and {{context}}; {names} missing")
+                FieldViolation(
+                    "template_text", f"must contain the placeholders {{question}} and {{context}}; {names} missing"
+                )
             )
         else:
             template = custom_template(ask.template_text)
     elif ask.template_name:  # an empty name is the same as none: the default
         if ask.template_name not in TEMPLATES:
             known = ", ".join(sorted(TEMPLATES))
-            violations.append(FieldViolation("template_name", f"unknown template {ask.template_name!r}; known: {known}"))
+            violations.append(
+                FieldViolation("template_name", f"unknown template {ask.template_name!r}; known: {known}")
+            )
         else:
             template = TEMPLATES[ask.template_name]
     if violations:
@@ -188,19 +191,17 @@ def context_degradation(
 
 
 class AskPipeline:
-    """Shared by every Ask of a gateway: the retrieval client, the generation stub and the cached model limits."""
+    """Shared by every Ask of a gateway: the retrieval and generation clients and the cached model limits."""
 
     def __init__(
         self,
         retrieval: RetrievalClient,
-        generation: generation_grpc.GenerationServiceStub,
+        generation: GenerationClient,
         *,
-        timeout: float | None,
         meter: metrics.Meter | None = None,
     ) -> None:
         self._retrieval = retrieval
         self._generation = generation
-        self._timeout = timeout
         self._model_info: generation_pb.GetModelInfoResponse | None = None
         self._model_info_lock = asyncio.Lock()
         meter = meter or metrics.get_meter("lorag.gateway")
@@ -208,7 +209,9 @@ class AskPipeline:
             "lorag.gateway.ask.duration", unit="s", description="Time from an Ask's receipt to its summary, by outcome."
         )
         self._first_token = meter.create_histogram(
-            "lorag.gateway.ask.time_to_first_token", unit="s", description="Time from an Ask's receipt to its first token."
+            "lorag.gateway.ask.time_to_first_token",
+            unit="s",
+            description="Time from an Ask's receipt to its first token.",
         )
         self._dropped = meter.create_counter(
             "lorag.gateway.ask.passages_dropped",
@@ -221,18 +224,15 @@ class AskPipeline:
         if self._model_info is None:
             async with self._model_info_lock:
                 if self._model_info is None:
-                    async with downstream_errors("generation"):
-                        self._model_info = await self._generation.GetModelInfo(
-                            generation_pb.GetModelInfoRequest(), timeout=self._timeout
-                        )
+                    self._model_info = await self._generation.model_info()
         return self._model_info
 
-    async def run(self, ask: AskInput) -> AsyncIterator[AnswerDelta | AnswerSummary]:
+    async def run(self, ask: AskInput) -> AsyncGenerator[AnswerDelta | AnswerSummary, None]:
         """Answer ``ask``: deltas as they are decoded, then the summary (see the module docstring)."""
         started = time.perf_counter_ns()
         template = resolve_template(ask)
         top_k = ask.retrieval.top_k if ask.retrieval.HasField("top_k") else DEFAULT_TOP_K
-        attributes = {
+        attributes: dict[str, str | int] = {
             "lorag.tenant": ask.tenant,
             "lorag.collection": ask.collection,
             "lorag.top_k": top_k,
@@ -242,15 +242,10 @@ class AskPipeline:
         outcome = "error"
         with tracer.start_as_current_span("ask", attributes=attributes) as span:
             try:
-                found = await retrieve(
-                    self._retrieval,
-                    ask.question,
-                    tenant=ask.tenant,
-                    collection=ask.collection,
-                    options=ask.retrieval,
-                    field_map=_RETRIEVAL_FIELDS,
-                    timeout=self._timeout,
-                )
+                with renamed_fields(_RETRIEVAL_FIELDS):
+                    found = await self._retrieval.retrieve(
+                        ask.question, tenant=ask.tenant, collection=ask.collection, options=ask.retrieval
+                    )
                 retrieved = time.perf_counter_ns()
                 passages = passages_of(found.chunks)
                 summary = AnswerSummary(
@@ -270,7 +265,9 @@ class AskPipeline:
                     return
 
                 info = await self.model_info()
-                max_new = ask.sampling.max_new_tokens if ask.sampling.HasField("max_new_tokens") else DEFAULT_MAX_NEW_TOKENS
+                max_new = (
+                    ask.sampling.max_new_tokens if ask.sampling.HasField("max_new_tokens") else DEFAULT_MAX_NEW_TOKENS
+                )
                 fitted = fit_passages(
                     template, ask.question, passages, max_context_tokens=info.max_context_tokens, max_new_tokens=max_new
                 )
@@ -321,20 +318,18 @@ class AskPipeline:
         self, ask: AskInput, turns: list[ChatTurn], started: int, summary: AnswerSummary
     ) -> AsyncIterator[AnswerDelta]:
         """Stream the answer, forwarding each delta; fill ``summary`` from the generation service's summary."""
-        request = generation_pb.GenerateStreamRequest(
-            chat=common_pb2.Chat(
-                messages=[common_pb2.ChatMessage(role=_ROLES[turn.role], content=turn.content) for turn in turns]
-            ),
-            adapter=ask.adapter,
-            sampling=ask.sampling,
+        chat = common_pb2.Chat(
+            messages=[common_pb2.ChatMessage(role=_ROLES[turn.role], content=turn.content) for turn in turns]
         )
         generate_started = time.perf_counter_ns()
-        call = self._generation.GenerateStream(request, timeout=self._timeout)
         pieces: list[str] = []
         final: generation_pb.GenerationSummary | None = None
-        try:
-            async with downstream_errors("generation", _generation_field):
-                async for response in call:
+        # Closing this generator early (the caller cancelled AskStream) closes the stream below, which cancels the
+        # generation call and frees its decode slot at once.
+        stream = self._generation.generate_stream(messages=chat, adapter=ask.adapter, sampling=ask.sampling)
+        with renamed_fields(_generation_field):
+            async with contextlib.aclosing(stream):
+                async for response in stream:
                     if response.HasField("delta"):
                         if not response.delta.text:
                             continue
@@ -345,8 +340,6 @@ class AskPipeline:
                         yield AnswerDelta(response.delta.text, response.delta.token_count)
                     elif response.HasField("summary"):
                         final = response.summary
-        finally:
-            call.cancel()  # a no-op once the stream ended; frees the generation slot when we stop early
         summary.generate_ns = time.perf_counter_ns() - generate_started
         if final is None:
             raise LoragError(

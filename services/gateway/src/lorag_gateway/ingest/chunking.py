@@ -219,7 +219,7 @@ def _word_safe(tokenizer: Tokenizer) -> bool:
 class _Doc:
     """One tokenized text: token start/end character offsets and word ids, with the cut search over them."""
 
-    __slots__ = ("text", "starts", "ends", "words", "n")
+    __slots__ = ("ends", "n", "starts", "text", "words")
 
     def __init__(self, text: str, offsets: Sequence[tuple[int, int]], word_ids: Sequence[int | None]) -> None:
         self.text = text
@@ -329,9 +329,7 @@ class Chunker:
 
     def _recount(self, results: list[list[TextChunk]], docs: list[_Doc], unsure: list[tuple[int, int]]) -> None:
         """Replace the unsure chunks' counts by re-tokenizing their text; re-cut any text where one is too long."""
-        encodings = self.tokenizer.encode_batch(
-            [results[t][i].text for t, i in unsure], add_special_tokens=False
-        )
+        encodings = self.tokenizer.encode_batch([results[t][i].text for t, i in unsure], add_special_tokens=False)
         redo: set[int] = set()
         for (t, i), encoding in zip(unsure, encodings, strict=True):
             count = len(encoding.ids)

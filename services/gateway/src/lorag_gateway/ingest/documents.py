@@ -39,16 +39,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import cast
 
+from lorag_core import names
 from lorag_core.errors import FieldViolation, InvalidArgument
 
 from .chunking import Chunker, TextChunk
-from .parsing import DEFAULT_MAX_BYTES, EMPTY_DOCUMENT, TEXT_FIELD, DATA_FIELD, parse
+from .parsing import DATA_FIELD, DEFAULT_MAX_BYTES, EMPTY_DOCUMENT, TEXT_FIELD, parse
 
 #: lorag's fixed UUID namespace: ``uuid5(NAMESPACE_URL, "https://lorag.dev/")``. Never change it: chunk ids
 #: derive from it.
@@ -59,9 +60,6 @@ DOCUMENT_NAMESPACE = uuid.uuid5(LORAG_NAMESPACE, "document")
 HASH_VERSION = 1
 MAX_DOCUMENT_ID_CHARS = 256
 
-_TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_COLLECTION = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
-_METADATA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 MetadataScalar = str | int | float | bool | datetime
@@ -119,29 +117,14 @@ class PreparedDocument:
 # Names and validation
 
 
-def canonical_collection(collection: str) -> str:
-    """The form Weaviate stores a collection name in: its first letter upper-cased."""
-    return collection[:1].upper() + collection[1:]
-
-
 def tenant_violation(tenant: str, field_path: str = "tenant") -> FieldViolation | None:
     """Why ``tenant`` is not a valid tenant name, or ``None``."""
-    if _TENANT.fullmatch(tenant):
-        return None
-    if not tenant:
-        return FieldViolation(field_path, "is required")
-    return FieldViolation(field_path, f"{tenant[:80]!r} is not 1 to 64 letters, digits, hyphens or underscores")
+    return names.TENANT.violation(tenant, field_path)
 
 
 def collection_violation(collection: str, field_path: str = "collection") -> FieldViolation | None:
     """Why ``collection`` is not a valid collection name, or ``None``."""
-    if _COLLECTION.fullmatch(collection):
-        return None
-    if not collection:
-        return FieldViolation(field_path, "is required")
-    return FieldViolation(
-        field_path, f"{collection[:80]!r} is not a letter followed by up to 63 letters, digits or underscores"
-    )
+    return names.COLLECTION.violation(collection, field_path)
 
 
 def document_id_violation(document_id: str, field_path: str = "document.id") -> FieldViolation | None:
@@ -161,7 +144,7 @@ def _int_ok(value: int) -> bool:
 
 def _normalize_metadata_value(value: object, path: str) -> tuple[MetadataValue | None, str | None]:
     """The validated value (datetimes made UTC-aware, int/float lists unified) or a description of the problem."""
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, (bool, str)):
         return value, None
     if isinstance(value, int):
         return (value, None) if _int_ok(value) else (None, "is out of the 64-bit integer range")
@@ -196,10 +179,11 @@ def validate_metadata(
     violations: list[FieldViolation] = []
     for key, value in metadata.items():
         path = f"{field_path}[{json.dumps(key, ensure_ascii=False)}]"
-        if not isinstance(key, str) or not _METADATA_KEY.fullmatch(key):
+        if not isinstance(key, str) or not names.METADATA_KEY.matches(key):
             violations.append(
-                FieldViolation(path, "keys are 1 to 63 characters: a letter or underscore, then letters, digits or "
-                                     "underscores")
+                FieldViolation(
+                    path, "keys are 1 to 63 characters: a letter or underscore, then letters, digits or underscores"
+                )
             )
             continue
         normalized, problem = _normalize_metadata_value(value, path)
@@ -214,9 +198,7 @@ def _raise(violations: list[FieldViolation]) -> None:
     if violations:
         first = violations[0]
         more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
-        raise InvalidArgument(
-            message=f"{first.field}: {first.description}{more}", violations=list(violations)
-        )
+        raise InvalidArgument(message=f"{first.field}: {first.description}{more}", violations=list(violations))
 
 
 def validate_document(document: DocumentInput) -> dict[str, MetadataValue]:
@@ -253,7 +235,7 @@ def derive_document_id(source_uri: str, text: str) -> str:
 
 def chunk_id(collection: str, tenant: str, document_id: str, chunk_index: int) -> str:
     """The deterministic id of a document's chunk (a UUID5; see the module docstring)."""
-    name = f"{canonical_collection(collection)}/{tenant}/{document_id}/{chunk_index}"
+    name = f"{names.normalize_collection(collection)}/{tenant}/{document_id}/{chunk_index}"
     return str(uuid.uuid5(LORAG_NAMESPACE, name))
 
 
@@ -274,13 +256,16 @@ def _tagged(value: MetadataValue) -> list[object]:
         return ["list", []]
     first = items[0]
     kind = (
-        "bool_list" if isinstance(first, bool)
-        else "string_list" if isinstance(first, str)
-        else "int_list" if isinstance(first, int) and all(isinstance(v, int) for v in items)
+        "bool_list"
+        if isinstance(first, bool)
+        else "string_list"
+        if isinstance(first, str)
+        else "int_list"
+        if isinstance(first, int) and all(isinstance(v, int) for v in items)
         else "double_list"
     )
     if kind == "double_list":
-        items = [float(v) for v in items]
+        items = [float(cast(float, v)) for v in items]  # validated numbers (see _normalize_metadata_value)
     return [kind, items]
 
 
@@ -306,8 +291,14 @@ def content_sha256(
     return digest.hexdigest()
 
 
-def _finish(document: DocumentInput, metadata: dict[str, MetadataValue], text: str, parsed_title: str | None,
-            mime_type: str, chunks: list[TextChunk]) -> PreparedDocument:
+def _finish(
+    document: DocumentInput,
+    metadata: dict[str, MetadataValue],
+    text: str,
+    parsed_title: str | None,
+    mime_type: str,
+    chunks: list[TextChunk],
+) -> PreparedDocument:
     if not chunks:
         field_path = TEXT_FIELD if isinstance(document.content, str) else DATA_FIELD
         raise InvalidArgument.of(field_path, "the document has no tokens to index", reason=EMPTY_DOCUMENT)
@@ -384,7 +375,6 @@ __all__ = [
     "MetadataValue",
     "PreparedChunk",
     "PreparedDocument",
-    "canonical_collection",
     "chunk_id",
     "collection_violation",
     "content_sha256",

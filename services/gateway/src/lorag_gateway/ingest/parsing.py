@@ -72,6 +72,7 @@ MIME_TYPE_FIELD = "document.mime_type"
 TEXT_FIELD = "document.text"
 DATA_FIELD = "document.data"
 
+
 @dataclass(frozen=True)
 class ParsedDocument:
     """A document's extracted text, the title its content declares (``None`` when none), and its media type."""
@@ -321,9 +322,8 @@ def _render_inline(children) -> str:
             out.append("\n")
         elif kind == "image":
             out.append(child.content)  # the alt text
-        elif kind == "html_inline":
-            if re.fullmatch(r"<br\s*/?>", child.content.strip(), re.IGNORECASE):
-                out.append("\n")
+        elif kind == "html_inline" and re.fullmatch(r"<br\s*/?>", child.content.strip(), re.IGNORECASE):
+            out.append("\n")
     return "".join(out)
 
 
@@ -440,20 +440,77 @@ def markdown_to_text(source: str) -> tuple[str, str | None]:
 # HTML
 
 # Elements whose content is never document text.
-_DROP_TAGS = frozenset({
-    "head", "script", "style", "noscript", "template", "nav", "svg", "math", "iframe", "object", "embed",
-    "canvas", "select", "button", "dialog", "-comment", "!doctype",
-})
+_DROP_TAGS = frozenset(
+    {
+        "head",
+        "script",
+        "style",
+        "noscript",
+        "template",
+        "nav",
+        "svg",
+        "math",
+        "iframe",
+        "object",
+        "embed",
+        "canvas",
+        "select",
+        "button",
+        "dialog",
+        "-comment",
+        "!doctype",
+    }
+)
 # Elements rendered as their own paragraph (a blank line before and after).
-_PARAGRAPH_TAGS = frozenset({
-    "p", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "ul", "ol", "dl", "table", "section",
-    "article", "header", "footer", "main", "aside", "figure", "hr", "address", "details", "fieldset", "form",
-})
+_PARAGRAPH_TAGS = frozenset(
+    {
+        "p",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "pre",
+        "blockquote",
+        "ul",
+        "ol",
+        "dl",
+        "table",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "main",
+        "aside",
+        "figure",
+        "hr",
+        "address",
+        "details",
+        "fieldset",
+        "form",
+    }
+)
 # Elements rendered on their own line.
-_LINE_TAGS = frozenset({
-    "div", "li", "tr", "dt", "dd", "br", "figcaption", "caption", "summary", "legend", "tbody", "thead",
-    "tfoot", "option", "label",
-})
+_LINE_TAGS = frozenset(
+    {
+        "div",
+        "li",
+        "tr",
+        "dt",
+        "dd",
+        "br",
+        "figcaption",
+        "caption",
+        "summary",
+        "legend",
+        "tbody",
+        "thead",
+        "tfoot",
+        "option",
+        "label",
+    }
+)
 _INLINE_SPACE = re.compile(r"\s+")
 
 
@@ -597,9 +654,7 @@ def pdf_to_text(data: bytes) -> tuple[str, str | None]:
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
-            raise InvalidArgument.of(
-                DATA_FIELD, "the PDF is encrypted with a password", reason=UNPARSABLE_DOCUMENT
-            )
+            raise InvalidArgument.of(DATA_FIELD, "the PDF is encrypted with a password", reason=UNPARSABLE_DOCUMENT)
         pages = [page.extract_text() or "" for page in reader.pages]
         title = None
         try:

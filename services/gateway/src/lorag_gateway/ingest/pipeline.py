@@ -20,12 +20,12 @@ from opentelemetry import metrics, trace
 from lorag.indexer.v1 import indexer_service_pb2 as indexer_pb
 from lorag_client import EmbeddingClient, IndexerClient
 from lorag_client.indexer import chunk_record
-from lorag_core.downstream import downstream_errors
+from lorag_core import names
 from lorag_core.errors import LoragError
 from lorag_core.telemetry import get_logger
 
 from .chunking import Chunker
-from .documents import DocumentInput, PreparedDocument, canonical_collection, prepare_document
+from .documents import DocumentInput, PreparedDocument, prepare_document
 
 log = get_logger("lorag.gateway.ingest")
 tracer = trace.get_tracer("lorag.gateway.ingest")
@@ -114,8 +114,13 @@ class IngestPipeline:
                     await self._stage("index", self._index, prepared, vectors)
                     self._chunks.add(len(prepared.chunks), attributes)
                     result = IngestResult(
-                        item.index, prepared.id, source_uri, "WRITTEN", len(prepared.chunks),
-                        prepared.content_sha256, embedded_tokens=tokens,
+                        item.index,
+                        prepared.id,
+                        source_uri,
+                        "WRITTEN",
+                        len(prepared.chunks),
+                        prepared.content_sha256,
+                        embedded_tokens=tokens,
                     )
             except LoragError as error:
                 span.set_attribute("lorag.error_code", error.code.name)
@@ -143,13 +148,12 @@ class IngestPipeline:
 
     async def embedding_info(self) -> Any:
         if self._embedding_info is None:
-            async with downstream_errors("embedding"):
-                self._embedding_info = await self._embedding.info()
+            self._embedding_info = await self._embedding.info()
         return self._embedding_info
 
     async def _ensure_collection(self, collection: str) -> None:
         """Create the collection on first use, sized for the embedding model's vectors."""
-        name = canonical_collection(collection)
+        name = names.normalize_collection(collection)
         if name in self._collections:
             return
         async with self._collection_lock:
@@ -157,31 +161,27 @@ class IngestPipeline:
                 return
             info = await self.embedding_info()
             try:
-                async with downstream_errors("indexer"):
-                    await self._indexer.get_collection(name)
+                await self._indexer.get_collection(name)
             except LoragError as missing:
                 if missing.code != grpc.StatusCode.NOT_FOUND:
                     raise
                 try:
-                    async with downstream_errors("indexer"):
-                        await self._indexer.create_collection(name, info.dimensions, embedding_model=info.model)
+                    await self._indexer.create_collection(name, info.dimensions, embedding_model=info.model)
                 except LoragError as race:  # another stream may have created it first
                     if race.code != grpc.StatusCode.ALREADY_EXISTS:
                         raise
             self._collections.add(name)
 
     async def _unchanged(self, prepared: PreparedDocument) -> bool:
-        async with downstream_errors("indexer"):
-            (state,) = await self._indexer.get_document_states(prepared.collection, prepared.tenant, [prepared.id])
+        (state,) = await self._indexer.get_document_states(prepared.collection, prepared.tenant, [prepared.id])
         return state.exists and state.content_sha256 == prepared.content_sha256
 
     async def _embed(self, prepared: PreparedDocument) -> tuple[list[list[float]], int]:
         texts = [chunk.text for chunk in prepared.chunks]
         size = self._embed_batch_size
-        async with downstream_errors("embedding"):
-            responses = await asyncio.gather(
-                *(self._embedding.embed(texts[i : i + size]) for i in range(0, len(texts), size))
-            )
+        responses = await asyncio.gather(
+            *(self._embedding.embed(texts[i : i + size]) for i in range(0, len(texts), size))
+        )
         vectors = [list(e.values) for response in responses for e in response.embeddings]
         return vectors, sum(response.usage.prompt_tokens for response in responses)
 
@@ -203,6 +203,4 @@ class IngestPipeline:
             )
             for chunk, vector in zip(prepared.chunks, vectors, strict=True)
         ]
-        async with downstream_errors("indexer"):
-            await self._indexer.replace_document(prepared.collection, prepared.tenant, records)
-
+        await self._indexer.replace_document(prepared.collection, prepared.tenant, records)

@@ -4,10 +4,10 @@ Importing this package is cheap: sentence-transformers and torch load only when
 :meth:`CrossEncoderReranker.start` runs (and only with the ``lorag-retrieval[cross-encoder]`` extra installed).
 """
 
-from lorag_retrieval.backends.base import MAX_PASSAGES, Reranker, RerankScores, validate_rerank
-from lorag_retrieval.backends.cross_encoder import CrossEncoderLoadError, CrossEncoderReranker
-from lorag_retrieval.backends.fusion import FusionReranker, FusionWeights, TextEncoder
-from lorag_retrieval.backends.tei import TEIReranker
+from lorag_retrieval.rerankers.base import MAX_PASSAGES, Reranker, RerankScores, validate_rerank
+from lorag_retrieval.rerankers.cross_encoder import CrossEncoderLoadError, CrossEncoderReranker
+from lorag_retrieval.rerankers.fusion import FusionReranker, FusionWeights, TextEncoder
+from lorag_retrieval.rerankers.tei import TEIReranker
 
 __all__ = [
     "MAX_PASSAGES",

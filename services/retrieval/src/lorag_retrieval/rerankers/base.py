@@ -4,11 +4,11 @@ A reranker scores passages against a query: ``await reranker.rerank(query, passa
 score per passage, in the passages' order (higher is more relevant; comparable within one call only). The
 ``Rerank`` RPC and the rerank stage of ``Retrieve`` both go through it. Backends:
 
-* ``fusion`` (:mod:`lorag_retrieval.backends.fusion`, the default): no model of its own; fuses BM25 over the
+* ``fusion`` (:mod:`lorag_retrieval.rerankers.fusion`, the default): no model of its own; fuses BM25 over the
   candidates, sentence-level MaxP similarity from the embedding service's bi-encoder and the search order;
-* ``cross-encoder`` (:mod:`lorag_retrieval.backends.cross_encoder`): a sentence-transformers CrossEncoder in
+* ``cross-encoder`` (:mod:`lorag_retrieval.rerankers.cross_encoder`): a sentence-transformers CrossEncoder in
   process (the optional extra ``lorag-retrieval[cross-encoder]``);
-* ``tei`` (:mod:`lorag_retrieval.backends.tei`): a Text Embeddings Inference server's ``POST /rerank``.
+* ``tei`` (:mod:`lorag_retrieval.rerankers.tei`): a Text Embeddings Inference server's ``POST /rerank``.
 
 Rules (:func:`validate_rerank`), in the ``Rerank`` RPC's field names: a non-blank ``query``; at least one and at
 most :data:`MAX_PASSAGES` passages; no blank passage. ``truncate=False`` refuses a query-passage pair over the

@@ -23,7 +23,7 @@ from typing import Any
 
 from lorag_core.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unavailable
 from lorag_core.telemetry import get_logger
-from lorag_retrieval.backends.base import RerankScores
+from lorag_retrieval.rerankers.base import RerankScores
 
 log = get_logger(__name__)
 
@@ -138,13 +138,13 @@ class CrossEncoderReranker:
             kwargs["max_length"] = self._max_length
         try:
             model = CrossEncoder(target, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - OSError, ValueError, HF errors: all mean "cannot load"
+        except Exception as exc:
             raise CrossEncoderLoadError(f"cannot load CrossEncoder model {ref!r}: {exc}") from exc
         model.eval()
         limit = (
             self._max_length or getattr(model, "max_length", None) or getattr(model.tokenizer, "model_max_length", 512)
         )
-        self._token_limit = int(min(int(limit), 100_000))
+        self._token_limit = min(int(limit or 512), 100_000)
         return model
 
     async def close(self) -> None:

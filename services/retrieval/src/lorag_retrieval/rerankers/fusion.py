@@ -10,7 +10,7 @@ then a weighted sum; weights 0.3 / 0.4 / 0.3 by default):
    score (Dai and Callan's MaxP, here with a bi-encoder). A long passage whose one relevant sentence is diluted in
    the whole-passage vector moves up.
 3. **BM25 over the candidates** — exact word matches, with document frequencies taken from the candidates
-   (:func:`lorag_retrieval.backends.text.bm25`).
+   (:func:`lorag_retrieval.rerankers.text.bm25`).
 
 The model it uses is the embedding service's, called over gRPC like any other dependency, so the retrieval
 service needs no torch. Sentence vectors are kept in an LRU cache (``sentence_cache`` entries), so passages that
@@ -33,11 +33,11 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from lorag_retrieval.backends.base import RerankScores
-from lorag_retrieval.backends.text import bm25, sentences
-from lorag_retrieval.dependencies import Encoded
 from lorag_core.downstream import FieldMap
-from lorag_retrieval.fusion import weighted_sum
+from lorag_retrieval.encoder import Encoded
+from lorag_retrieval.rerankers.base import RerankScores
+from lorag_retrieval.rerankers.text import bm25, sentences
+from lorag_retrieval.score_fusion import weighted_sum
 
 
 class TextEncoder(Protocol):

@@ -29,7 +29,7 @@ import httpx
 from lorag_core.errors import LoragError, Unavailable
 from lorag_core.tei import check_tei_client, tei_error
 from lorag_core.telemetry import get_logger
-from lorag_retrieval.backends.base import RerankScores
+from lorag_retrieval.rerankers.base import RerankScores
 
 log = get_logger(__name__)
 

@@ -18,9 +18,74 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
 # A short English stop-word list (Weaviate's "en" preset is of this kind): words that carry no topic.
 STOPWORDS = frozenset(
-    """a an and are as at be been but by can could did do does for from had has have how if in into is it its may
-    might no not of on or our should so such than that the their then there these they this those to too was we
-    were what when where which while who whom why will with would you your""".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "may",
+        "might",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "should",
+        "so",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "to",
+        "too",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
 )
 
 
@@ -32,7 +97,7 @@ def words(text: str) -> list[str]:
 def sentences(text: str) -> list[str]:
     """``text`` split into sentences: at line breaks (a title on its own line is a sentence), then at sentence
     ends; white space trimmed, empty pieces dropped."""
-    result = []
+    result: list[str] = []
     for line in text.splitlines():
         result.extend(part.strip() for part in _SENTENCE_END.split(line.strip()) if part.strip())
     return result
