@@ -10,8 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from lorag_core.probe import check
 
 ROOT = Path(__file__).resolve().parent.parent
 SCIFACT = ROOT.parent / "shared" / "data" / "beir" / "scifact" / "corpus.jsonl"
@@ -43,17 +42,12 @@ def start_service(module: str, env: dict[str, str], health_timeout: float = 180)
         [sys.executable, "-m", module], env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + health_timeout
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{module} exited with {process.returncode}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                    return process
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{module} exited with {process.returncode}")
+        if check(f"127.0.0.1:{port}", timeout=1)[0]:  # the chassis' health probe: SERVING or not
+            return process
+        time.sleep(0.2)
     process.kill()
     raise TimeoutError(f"{module} not SERVING after {health_timeout} s")
 

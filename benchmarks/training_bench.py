@@ -19,6 +19,7 @@ prompts with and without it and report how often the last line is exactly "Sourc
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
@@ -162,10 +163,6 @@ class PeakWatcher(threading.Thread):
 
 
 def run_service(args: argparse.Namespace, workdir: Path) -> dict:
-    import grpc
-    from lorag.training.v1 import training_service_pb2 as pb
-    from lorag.training.v1 import training_service_pb2_grpc as pbg
-
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _common import start_service
 
@@ -176,34 +173,39 @@ def run_service(args: argparse.Namespace, workdir: Path) -> dict:
            "OTEL_SDK_DISABLED": "true"}
     service = start_service("lorag_training", env)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = pbg.TrainingServiceStub(channel)
-            meta = pb.DatasetMetadata(name="behaviour", format=pb.DATASET_FORMAT_CHAT, max_length=args.max_length)
-            upload = stub.UploadDataset(iter([pb.UploadDatasetRequest(metadata=meta),
-                                              pb.UploadDatasetRequest(data=TRAIN.read_bytes())]), timeout=300)
-            hp = pb.Hyperparameters(rank=8, alpha=16, dropout=0.05, max_steps=args.steps, learning_rate=args.lr,
-                                    batch_size=args.batch, gradient_accumulation_steps=1, max_length=args.max_length,
-                                    seed=args.seed, eval_split_fraction=0.0, warmup_ratio=0.03,
-                                    save_steps=10**6, logging_steps=args.steps)
-            job = stub.CreateTrainingJob(pb.CreateTrainingJobRequest(training_job=pb.TrainingJob(
-                base_model=MODEL, dataset_version=upload.dataset.version, method=pb.TRAINING_METHOD_LORA,
-                hyperparameters=hp, adapter_name="bench", display_name="bench",
-                resources=pb.Resources(gpu_count=1 if args.device == "cuda" else 0)))).training_job
-            watcher = PeakWatcher(job.id)
-            watcher.start()
-            steps, final = [], None
-            for response in stub.WatchTrainingJob(pb.WatchTrainingJobRequest(id=job.id), timeout=3600):
-                event = response.event
+        return asyncio.run(_train_through_service(f"127.0.0.1:{port}", args))
+    finally:
+        service.terminate()
+        service.wait(30)
+
+
+async def _train_through_service(address: str, args: argparse.Namespace) -> dict:
+    """Upload the rows, create the job and watch it to its end, through the SDK's TrainingClient."""
+    from lorag.training.v1 import training_service_pb2 as pb
+    from lorag_client import TrainingClient
+
+    async with TrainingClient(address) as client:
+        upload = await client.upload_dataset(TRAIN, name="behaviour", format="chat", max_length=args.max_length,
+                                             timeout=300)
+        job = await client.create_job(
+            base_model=MODEL, dataset_version=upload.dataset.version, method="lora", adapter_name="bench",
+            display_name="bench", gpu_count=1 if args.device == "cuda" else 0, rank=8, alpha=16, dropout=0.05,
+            max_steps=args.steps, learning_rate=args.lr, batch_size=args.batch, gradient_accumulation_steps=1,
+            max_length=args.max_length, seed=args.seed, eval_split_fraction=0.0, warmup_ratio=0.03,
+            save_steps=10**6, logging_steps=args.steps)
+        watcher = PeakWatcher(job.id)
+        watcher.start()
+        steps, final = [], None
+        try:
+            async for event in client.watch_job(job.id):
                 if event.HasField("step_metrics"):
                     steps.append(event.step_metrics)
                 if event.HasField("state_change"):
                     final = event.state_change
+        finally:
             watcher.stop()
-            if final is None or final.state != pb.TrainingJob.STATE_SUCCEEDED:
-                raise RuntimeError(f"job ended {final}")
-    finally:
-        service.terminate()
-        service.wait(30)
+    if final is None or final.state != pb.TrainingJob.STATE_SUCCEEDED:
+        raise RuntimeError(f"job ended {final}")
     return {"tokens_per_second": steps[-1].tokens_per_second, "final_loss": steps[-1].loss,
             "peak_rss_mib": watcher.peak or None, "cuda_max_allocated_mib": None}
 
