@@ -2,7 +2,8 @@
 # Installs everything lorag needs, idempotently, saying what it does:
 #   - Python deps into .venv from the exact pins in requirements/lock.txt, then the workspace members editable;
 #   - tools and slow builds into a cache outside the checkout ($LORAG_CACHE, default ~/.cache/lorag):
-#     Weaviate (go install, ~5 min once), grpcurl, ghz, helm, Jaeger (~5 min once), buf (npm);
+#     Weaviate (go install, ~5 min once), grpcurl and ghz (<1 min each), helm (~1-2 min), Jaeger (~5 min once),
+#     buf (npm);
 #   - docker-compose (Debian package) to validate the compose file statically, when apt can install it.
 # Re-running does only what is missing or stale.
 set -euo pipefail
@@ -49,19 +50,19 @@ else
 fi
 
 # --- Go tools (cached outside the checkout) ------------------------------------------------------------------
-go_tool() {  # name module version
-  local name=$1 module=$2 version=$3 marker="$BIN/.$1.version"
+go_tool() {  # name module version duration (how long its first build takes, for the message)
+  local name=$1 module=$2 version=$3 duration=$4 marker="$BIN/.$1.version"
   if [ -x "$BIN/$name" ] && [ "$(cat "$marker" 2>/dev/null)" = "$version" ]; then
     say "$name $version cached in $BIN"; return
   fi
-  say "building $name $version with go install (cached in $BIN; Weaviate takes about 5 minutes once)"
+  say "building $name $version with go install ($duration once, cached in $BIN)"
   GOBIN="$BIN" GOFLAGS=-mod=mod go install "$module@$version"
   echo "$version" > "$marker"
 }
-go_tool weaviate-server github.com/weaviate/weaviate/cmd/weaviate-server "$WEAVIATE_VERSION"
-go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION"
-go_tool ghz github.com/bojand/ghz/cmd/ghz "$GHZ_VERSION"
-go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+go_tool weaviate-server github.com/weaviate/weaviate/cmd/weaviate-server "$WEAVIATE_VERSION" "about 5 minutes"
+go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION" "under a minute"
+go_tool ghz github.com/bojand/ghz/cmd/ghz "$GHZ_VERSION" "under a minute"
+go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "1 to 2 minutes"
 
 # Jaeger's module has replace directives, so `go install` refuses it; it builds as a tool of a small module.
 if [ -x "$BIN/jaeger" ] && [ "$(cat "$BIN/.jaeger.version" 2>/dev/null)" = "$JAEGER_VERSION" ]; then
