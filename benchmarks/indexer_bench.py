@@ -179,7 +179,7 @@ async def measure(
     from weaviate.classes.query import HybridFusion, MetadataQuery
 
     from lorag_client import IndexerClient
-    from lorag_indexer.backends.weaviate_store import CHUNK_PROPERTIES
+    from lorag_indexer.backends.weaviate.schema import CHUNK_PROPERTIES
     from lorag_indexer.config import IndexerSettings
 
     query_vectors = [v.tolist() for v in vectors]

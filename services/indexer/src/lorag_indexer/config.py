@@ -26,7 +26,10 @@ class IndexerSettings(ServiceSettings):
 
     # -- where Weaviate is (stack-wide names) --------------------------------------------------------------------
     weaviate_host: str = Field(
-        "127.0.0.1", min_length=1, validation_alias="LORAG_WEAVIATE_HOST", description="Weaviate host (HTTP, and gRPC too)."
+        "127.0.0.1",
+        min_length=1,
+        validation_alias="LORAG_WEAVIATE_HOST",
+        description="Weaviate host (HTTP, and gRPC too).",
     )
     weaviate_grpc_host: str | None = Field(
         None,

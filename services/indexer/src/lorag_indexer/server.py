@@ -7,7 +7,7 @@ from grpc_health.v1 import health_pb2
 from lorag.indexer.v1 import indexer_service_pb2 as pb
 from lorag.indexer.v1 import indexer_service_pb2_grpc as pb_grpc
 from lorag_core.server import ServiceApp
-from lorag_indexer.backends.weaviate_store import WeaviateStore
+from lorag_indexer.backends.weaviate import WeaviateStore
 from lorag_indexer.config import IndexerSettings
 from lorag_indexer.convert import CollectionDefaults
 from lorag_indexer.service import IndexerServicer

@@ -1,12 +1,13 @@
 """The IndexerService handlers: proto in, validated domain objects, one store call, proto out.
 
-Validation and conversion live in ``lorag_indexer.convert``; the Weaviate work in ``backends/weaviate_store``.
+Validation and conversion live in ``lorag_indexer.convert``, the domain objects in ``lorag_indexer.domain``, the
+Weaviate work behind the store interface in ``lorag_indexer.backends.weaviate``.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 from opentelemetry import trace
@@ -15,14 +16,15 @@ from lorag.indexer.v1 import indexer_service_pb2 as pb
 from lorag.indexer.v1 import indexer_service_pb2_grpc as pb_grpc
 from lorag_indexer import convert
 from lorag_indexer.backends import ChunkStore
+from lorag_indexer.domain import check_chunks_against
 
-Context: TypeAlias = grpc.aio.ServicerContext
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
-def _annotate(**attributes: object) -> None:
+def _annotate(**attributes: str | int) -> None:
     span = trace.get_current_span()
     for key, value in attributes.items():
-        span.set_attribute(f"lorag.indexer.{key}", value)  # type: ignore[arg-type]
+        span.set_attribute(f"lorag.indexer.{key}", value)
 
 
 class IndexerServicer(pb_grpc.IndexerServiceServicer):
@@ -34,7 +36,7 @@ class IndexerServicer(pb_grpc.IndexerServiceServicer):
 
     # -- collections -----------------------------------------------------------------------------------------------
 
-    async def CreateCollection(  # noqa: N802
+    async def CreateCollection(
         self, request: pb.CreateCollectionRequest, context: Context
     ) -> pb.CreateCollectionResponse:
         spec = convert.collection_spec(request, self._defaults)
@@ -42,13 +44,13 @@ class IndexerServicer(pb_grpc.IndexerServiceServicer):
         info = await self._store.create_collection(spec)
         return pb.CreateCollectionResponse(collection=convert.collection_to_pb(info))
 
-    async def GetCollection(self, request: pb.GetCollectionRequest, context: Context) -> pb.GetCollectionResponse:  # noqa: N802
+    async def GetCollection(self, request: pb.GetCollectionRequest, context: Context) -> pb.GetCollectionResponse:
         name = convert.collection_name(request.name)
         _annotate(collection=name)
         info = await self._store.get_collection(name, fresh=True)
         return pb.GetCollectionResponse(collection=convert.collection_to_pb(info))
 
-    async def ListCollections(self, request: pb.ListCollectionsRequest, context: Context) -> pb.ListCollectionsResponse:  # noqa: N802
+    async def ListCollections(self, request: pb.ListCollectionsRequest, context: Context) -> pb.ListCollectionsResponse:
         size = convert.page_size(request.page_size)
         after = convert.decode_page_token(request.page_token, "collections", "")
         page = await self._store.list_collections(after, size)
@@ -57,7 +59,7 @@ class IndexerServicer(pb_grpc.IndexerServiceServicer):
             collections=[convert.collection_to_pb(info) for info in page.items], next_page_token=token
         )
 
-    async def DeleteCollection(  # noqa: N802
+    async def DeleteCollection(
         self, request: pb.DeleteCollectionRequest, context: Context
     ) -> pb.DeleteCollectionResponse:
         name = convert.collection_name(request.name)
@@ -67,7 +69,7 @@ class IndexerServicer(pb_grpc.IndexerServiceServicer):
 
     # -- tenants ---------------------------------------------------------------------------------------------------
 
-    async def ListTenants(self, request: pb.ListTenantsRequest, context: Context) -> pb.ListTenantsResponse:  # noqa: N802
+    async def ListTenants(self, request: pb.ListTenantsRequest, context: Context) -> pb.ListTenantsResponse:
         name = convert.collection_name(request.collection, "collection")
         size = convert.page_size(request.page_size)
         after = convert.decode_page_token(request.page_token, "tenants", name)
@@ -75,7 +77,7 @@ class IndexerServicer(pb_grpc.IndexerServiceServicer):
         token = convert.encode_page_token("tenants", name, page.items[-1].name) if page.more else ""
         return pb.ListTenantsResponse(tenants=[convert.tenant_to_pb(t) for t in page.items], next_page_token=token)
 
-    async def DeleteTenant(self, request: pb.DeleteTenantRequest, context: Context) -> pb.DeleteTenantResponse:  # noqa: N802
+    async def DeleteTenant(self, request: pb.DeleteTenantRequest, context: Context) -> pb.DeleteTenantResponse:
         name, tenant = convert.collection_and_tenant(request.collection, request.tenant)
         _annotate(collection=name, tenant=tenant)
         await self._store.delete_tenant(name, tenant, request.allow_missing)
@@ -83,13 +85,13 @@ class IndexerServicer(pb_grpc.IndexerServiceServicer):
 
     # -- chunks and documents --------------------------------------------------------------------------------------
 
-    async def UpsertChunks(self, request: pb.UpsertChunksRequest, context: Context) -> pb.UpsertChunksResponse:  # noqa: N802
+    async def UpsertChunks(self, request: pb.UpsertChunksRequest, context: Context) -> pb.UpsertChunksResponse:
         started = time.perf_counter_ns()
         name, tenant = convert.collection_and_tenant(request.collection, request.tenant)
         chunks = convert.chunks_from_pb(request, name, tenant)
         _annotate(collection=name, tenant=tenant, chunks=len(chunks))
         info = await self._store.get_collection(name)
-        convert.check_chunks_against(info, chunks)
+        check_chunks_against(info, chunks)
         result = await self._store.upsert(info, tenant, chunks, request.delete_stale_chunks)
         return pb.UpsertChunksResponse(
             upserted_count=result.upserted,
@@ -97,7 +99,7 @@ class IndexerServicer(pb_grpc.IndexerServiceServicer):
             timing=convert.timing(time.perf_counter_ns() - started, result.weaviate_ns),
         )
 
-    async def DeleteDocuments(self, request: pb.DeleteDocumentsRequest, context: Context) -> pb.DeleteDocumentsResponse:  # noqa: N802
+    async def DeleteDocuments(self, request: pb.DeleteDocumentsRequest, context: Context) -> pb.DeleteDocumentsResponse:
         name, tenant = convert.collection_and_tenant(request.collection, request.tenant)
         ids = convert.document_ids(request.document_ids)
         _annotate(collection=name, tenant=tenant, documents=len(ids))
@@ -105,7 +107,7 @@ class IndexerServicer(pb_grpc.IndexerServiceServicer):
         result = await self._store.delete_documents(info, tenant, ids)
         return pb.DeleteDocumentsResponse(deleted_document_count=result.documents, deleted_chunk_count=result.chunks)
 
-    async def BatchGetDocumentStates(  # noqa: N802
+    async def BatchGetDocumentStates(
         self, request: pb.BatchGetDocumentStatesRequest, context: Context
     ) -> pb.BatchGetDocumentStatesResponse:
         name, tenant = convert.collection_and_tenant(request.collection, request.tenant)
@@ -115,7 +117,7 @@ class IndexerServicer(pb_grpc.IndexerServiceServicer):
         states = await self._store.document_states(info, tenant, ids)
         return pb.BatchGetDocumentStatesResponse(states=[convert.document_state_to_pb(s) for s in states])
 
-    async def ListDocuments(self, request: pb.ListDocumentsRequest, context: Context) -> pb.ListDocumentsResponse:  # noqa: N802
+    async def ListDocuments(self, request: pb.ListDocumentsRequest, context: Context) -> pb.ListDocumentsResponse:
         name, tenant = convert.collection_and_tenant(request.collection, request.tenant)
         size = convert.page_size(request.page_size)
         scope = f"{name}/{tenant}"
@@ -130,7 +132,7 @@ class IndexerServicer(pb_grpc.IndexerServiceServicer):
 
     # -- search ----------------------------------------------------------------------------------------------------
 
-    async def Search(self, request: pb.SearchRequest, context: Context) -> pb.SearchResponse:  # noqa: N802
+    async def Search(self, request: pb.SearchRequest, context: Context) -> pb.SearchResponse:
         started = time.perf_counter_ns()
         name, tenant = convert.collection_and_tenant(request.collection, request.tenant)
         info = await self._store.get_collection(name)
