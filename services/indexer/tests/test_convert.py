@@ -1,19 +1,34 @@
-"""Unit tier: request validation, filter trees, page tokens and distances, without Weaviate."""
+"""Unit tier: request validation, filter trees (domain and Weaviate), page tokens and distances, without Weaviate."""
 
 from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
+from functools import partial
 
 import pytest
+from weaviate.classes.query import Filter as WeaviateFilter
 
 from lorag.common.v1 import common_pb2
 from lorag.indexer.v1 import indexer_service_pb2 as pb
 from lorag_client.indexer import all_of, any_of, chunk_record, field_filter
 from lorag_core.errors import InvalidArgument
 from lorag_indexer import convert
-from lorag_indexer.backends import Bm25Settings, CollectionInfo, Distance, HnswSettings, MetadataType
-from lorag_indexer.backends.weaviate_store import similarity, vector_distance
+from lorag_indexer.backends.weaviate.filters import build_filter
+from lorag_indexer.backends.weaviate.search import similarity, vector_distance
+from lorag_indexer.domain import (
+    AllOf,
+    Bm25Settings,
+    CollectionInfo,
+    Condition,
+    Distance,
+    FilterOp,
+    HnswSettings,
+    MetadataType,
+)
+
+pytestmark = pytest.mark.unit
 
 INFO = CollectionInfo(
     name="Docs",
@@ -24,7 +39,7 @@ INFO = CollectionInfo(
 )
 
 
-def violations(call) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+def violations(call: Callable[[], object]) -> tuple[str, list[str]]:
     with pytest.raises(InvalidArgument) as failure:
         call()
     return failure.value.reason, [v.field for v in failure.value.violations]
@@ -34,18 +49,31 @@ def test_collection_names_are_validated_and_stored_capitalised():
     assert convert.collection_name("docs") == "Docs"
     assert convert.collection_name("a" + "b" * 63) == "A" + "b" * 63
     for bad in ("", "1docs", "_docs", "my-docs", "a" + "b" * 64):
-        assert violations(lambda bad=bad: convert.collection_name(bad)) == ("INVALID_NAME", ["name"])
+        assert violations(partial(convert.collection_name, bad)) == ("INVALID_NAME", ["name"])
 
 
-def test_filters_map_to_weaviate_property_names():
+def test_filters_become_domain_trees_without_match_all_operands():
     flt = convert.filter_from_pb(
         all_of(field_filter("title", "==", "T"), any_of(field_filter("metadata.year", ">", 2020), common_pb2.Filter())),
         INFO,
     )
     # OR with an empty (match-all) operand matches everything, so the AND keeps only the title condition.
-    assert flt.target == "title_exact" and flt.value == "T"
+    assert flt == Condition("title", FilterOp.EQUAL, "T")
     assert convert.filter_from_pb(common_pb2.Filter(), INFO) is None
-    assert convert.filter_from_pb(field_filter("metadata.tags", "contains_any", ["a"]), INFO).target == "meta_tags"
+    tags = convert.filter_from_pb(field_filter("metadata.tags", "contains_any", ["a"]), INFO)
+    assert tags == Condition("metadata.tags", FilterOp.CONTAINS_ANY, ["a"])
+
+
+def test_weaviate_filters_use_the_stored_property_names():
+    by = WeaviateFilter.by_property
+    assert build_filter(Condition("title", FilterOp.EQUAL, "T")) == by("title_exact").equal("T")
+    assert build_filter(Condition("metadata.tags", FilterOp.CONTAINS_ANY, ["a"])) == by("meta_tags").contains_any(["a"])
+    assert build_filter(Condition("metadata.draft", FilterOp.IS_NULL, True)) == by("meta_draft").is_none(True)
+    both = build_filter(
+        AllOf((Condition("document_id", FilterOp.EQUAL, "d"), Condition("chunk_index", FilterOp.LESS_THAN, 3)))
+    )
+    assert vars(both)["filters"] == [by("document_id").equal("d"), by("chunk_index").less_than(3)]
+    assert build_filter(None) is None
 
 
 def test_filter_errors_name_every_bad_node():
@@ -74,7 +102,7 @@ def test_page_tokens_only_continue_the_listing_that_issued_them():
         ("tenants", "Docs/acme", token),
         ("documents", "Docs/acme", "!!"),
     ):
-        assert violations(lambda k=kind, s=scope, t=bad: convert.decode_page_token(t, k, s))[0] == "INVALID_PAGE_TOKEN"
+        assert violations(partial(convert.decode_page_token, bad, kind, scope))[0] == "INVALID_PAGE_TOKEN"
 
 
 def test_chunks_are_validated_without_the_schema():

@@ -12,28 +12,24 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from lorag.indexer.v1 import indexer_service_pb2 as pb
 from lorag_cli.stack.ports import PortPicker
 from lorag_cli.stack.weaviate import WeaviateServer
 from lorag_client import IndexerClient
 from lorag_client.indexer import chunk_record
-from lorag_core.downstream import status_details
-from lorag_core.errors import Unavailable
+from lorag_core.errors import LoragError, Unavailable
 from lorag_indexer.config import IndexerSettings
 from lorag_indexer.server import create_app
 
+pytestmark = pytest.mark.service
 
 SERVICE = "lorag.indexer.v1.IndexerService"
-
-
-def reasons(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    """The ErrorInfo reason ("" when none) and the BadRequest field paths of a failed call."""
-    reason, _, violations = status_details(error)
-    return reason or "", [v.field for v in violations]
 
 
 def closed_ports() -> tuple[int, int]:
@@ -48,7 +44,7 @@ async def health(address: str) -> int:
     return reply.status
 
 
-async def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not await predicate():
         if time.monotonic() > deadline:
@@ -56,7 +52,7 @@ async def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignor
         await asyncio.sleep(0.1)
 
 
-def record(doc: str, i: int) -> object:
+def record(doc: str, i: int) -> pb.ChunkRecord:
     return chunk_record(
         str(uuid.uuid5(uuid.NAMESPACE_URL, f"{doc}/{i}")), doc, f"{doc} part {i}", [1.0, float(i)], chunk_index=i
     )
@@ -83,15 +79,14 @@ async def test_unreachable_weaviate_answers_unavailable_at_once_and_is_not_servi
             ]
             for call in calls:
                 started = time.monotonic()
-                with pytest.raises(grpc.aio.AioRpcError) as failure:
+                with pytest.raises(Unavailable) as failure:
                     await call
-                assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert reasons(failure.value)[0] == "DEPENDENCY_UNAVAILABLE"
+                assert failure.value.reason == "DEPENDENCY_UNAVAILABLE"
                 assert time.monotonic() - started < 1
             # Bad input is still INVALID_ARGUMENT: it is refused before Weaviate is needed.
-            with pytest.raises(grpc.aio.AioRpcError) as failure:
+            with pytest.raises(LoragError) as refused:
                 await client.get_collection("9 not a name")
-            assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert await health(app.address) == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         await app.stop(0)
@@ -150,8 +145,8 @@ async def test_outage_and_recovery_lose_nothing_acknowledged(tmp_path):
                     try:
                         await client.upsert_chunks("outage", "acme", [record(doc, 0), record(doc, 1)])
                         acknowledged.append(doc)
-                    except grpc.aio.AioRpcError as exc:
-                        codes.add(exc.code())
+                    except LoragError as exc:
+                        codes.add(exc.code)
                     n += 1
                     await asyncio.sleep(0.02)
 
@@ -162,9 +157,8 @@ async def test_outage_and_recovery_lose_nothing_acknowledged(tmp_path):
             await wait_for(
                 lambda: _is(health(app.address), health_pb2.HealthCheckResponse.NOT_SERVING), 5, "NOT_SERVING"
             )
-            with pytest.raises(grpc.aio.AioRpcError) as failure:
+            with pytest.raises(Unavailable):
                 await client.search("outage", "acme", vector=[1.0, 0.0])
-            assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
             during = len(acknowledged)
 
             await asyncio.to_thread(server.__enter__)  # the same ports and data directory
@@ -190,5 +184,5 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def _is(status_call, want: int) -> bool:  # type: ignore[no-untyped-def]
+async def _is(status_call: Awaitable[int], want: int) -> bool:
     return await status_call == want

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import pytest
@@ -16,16 +18,23 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from lorag.common.v1 import common_pb2
 from lorag.indexer.v1 import indexer_service_pb2 as pb
+from lorag.indexer.v1 import indexer_service_pb2_grpc as pb_grpc
 from lorag_client import IndexerClient
 from lorag_client.indexer import all_of, any_of, chunk_record, field_filter, metadata_value, python_value
 from lorag_core.downstream import status_details
+from lorag_core.errors import LoragError
 from lorag_indexer.config import IndexerSettings
 from lorag_indexer.server import create_app
+
+pytestmark = pytest.mark.service
 
 PREFIX = f"ixsvc{uuid.uuid4().hex[:6]}"  # unique per run: other modules share the session's Weaviate
 CORPUS = f"{PREFIX}_corpus"
 STORED = CORPUS[0].upper() + CORPUS[1:]
-TS = lambda *a: datetime(*a, tzinfo=timezone.utc)  # noqa: E731
+
+
+def TS(year: int, month: int, day: int) -> datetime:
+    return datetime(year, month, day, tzinfo=UTC)
 
 
 def sha(text: str) -> str:
@@ -93,16 +102,22 @@ def records(tenant: str, doc: str) -> list[pb.ChunkRecord]:
 
 
 def reasons(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    """The ErrorInfo reason ("" when none) and the BadRequest field paths of a failed call."""
+    """The ErrorInfo reason ("" when none) and the BadRequest field paths of a failed raw-stub call."""
     reason, _, violations = status_details(error)
     return reason or "", [v.field for v in violations]
 
 
-async def fails(code: grpc.StatusCode, call) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
+async def fails(code: grpc.StatusCode, call: Awaitable[object]) -> tuple[str, list[str]]:
+    """Await a call that must fail with ``code``: an SDK call (a LoragError) or a raw stub call (an AioRpcError)."""
+    try:
         await call
-    assert failure.value.code() == code, failure.value.details()
-    return reasons(failure.value)
+    except LoragError as error:
+        assert error.code == code, error.message
+        return error.reason, [v.field for v in error.violations]
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == code, error.details()
+        return reasons(error)
+    raise AssertionError(f"the call succeeded; expected {code.name}")
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +260,9 @@ async def test_collection_create_get_list_delete(client):
 )
 async def test_create_collection_refuses_bad_settings(client, collection, fields):
     request = pb.CreateCollectionRequest(collection=collection)
-    _, got = await fails(grpc.StatusCode.INVALID_ARGUMENT, client.stub.CreateCollection(request))
+    _, got = await fails(
+        grpc.StatusCode.INVALID_ARGUMENT, pb_grpc.IndexerServiceStub(client.channel).CreateCollection(request)
+    )
     assert got == fields
 
 
@@ -345,7 +362,7 @@ async def test_tenants_never_see_each_others_chunks(client, corpus):
     assert [t.name for t in rest.tenants] == ["globex"] and not rest.next_page_token
 
 
-def _f(field, op, value):  # type: ignore[no-untyped-def]
+def _f(field: str, op: str, value: object) -> common_pb2.Filter:
     return field_filter(field, op, value)
 
 
@@ -418,7 +435,10 @@ BAD_SEARCHES = [
         ["filter.field.operator"],
     ),
     (
-        {"text": "x", "filter": common_pb2.Filter(composite=common_pb2.CompositeFilter(operator=1))},
+        {
+            "text": "x",
+            "filter": common_pb2.Filter(composite=common_pb2.CompositeFilter(operator=common_pb2.LOGICAL_OPERATOR_AND)),
+        },
         ["filter.composite.filters"],
     ),
 ]
@@ -454,7 +474,7 @@ async def test_unknown_collection_is_not_found(client):
 # -- writes ----------------------------------------------------------------------------------------------------------
 
 
-def _record(**chunk_fields):  # type: ignore[no-untyped-def]
+def _record(**chunk_fields: Any) -> pb.ChunkRecord:
     vector = chunk_fields.pop("vector", [1.0, 0.0, 0.0, 0.0])
     record = chunk_record(str(uuid.uuid4()), "doc", "text", vector)
     for key, value in chunk_fields.items():
@@ -644,6 +664,7 @@ async def test_domain_steps_are_child_spans_without_document_text(client, corpus
     await client.search(corpus, "acme", text="Eiffel tower", vector=[1.0, 0.0, 0.0, 0.0], limit=3)
     finished = exporter.get_finished_spans()
     search = next(s for s in finished if s.name == "weaviate.search")
+    assert search.attributes is not None
     assert (
         dict(search.attributes).items()
         >= {
@@ -658,6 +679,7 @@ async def test_domain_steps_are_child_spans_without_document_text(client, corpus
     assert search.parent is not None and search.parent.span_id == server.context.span_id
     # The call to Weaviate itself is a CLIENT span under the domain step: the indexer -> weaviate edge of a trace.
     call = next(s for s in finished if s.name == "weaviate hybrid")
+    assert call.attributes is not None
     assert call.kind == trace.SpanKind.CLIENT
     assert call.parent is not None and call.parent.span_id == search.context.span_id
     assert (
@@ -672,4 +694,4 @@ async def test_domain_steps_are_child_spans_without_document_text(client, corpus
         }.items()
     )
     assert (call.attributes["server.address"], call.attributes["server.port"]) == (weaviate.host, weaviate.grpc_port)
-    assert not any("Eiffel" in str(v) for s in finished for v in s.attributes.values())
+    assert not any("Eiffel" in str(v) for s in finished for v in (s.attributes or {}).values())

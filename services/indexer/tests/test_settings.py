@@ -6,6 +6,8 @@ import pytest
 
 from lorag_indexer.config import IndexerSettings
 
+pytestmark = pytest.mark.unit
+
 
 def test_grpc_uses_the_http_host_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LORAG_WEAVIATE_HOST", "weaviate.db")
