@@ -9,12 +9,13 @@ import signal
 
 import grpc
 import pytest
+from chassis_probe import PROBE, SPANS, probe_pb2, probe_pb2_grpc, start_probe
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
+from pydantic_settings import SettingsConfigDict
 
-from chassis_probe import PROBE, SPANS, probe_pb2, probe_pb2_grpc, start_probe
 from lorag_core.config import ConfigError, ServiceSettings, load_settings
 from lorag_core.server import ServiceApp
 
@@ -245,7 +246,10 @@ async def test_a_hop_is_parent_and_child_spans_in_one_trace_and_logs_carry_its_i
     assert access, "no access-log line was written"
     trace_id = format(outer.context.trace_id, "032x")
     assert {line["trace_id"] for line in access} == {trace_id}
-    assert {line["span_id"] for line in access} == {format(outer.context.span_id, "016x"), format(inner.context.span_id, "016x")}
+    assert {line["span_id"] for line in access} == {
+        format(outer.context.span_id, "016x"),
+        format(inner.context.span_id, "016x"),
+    }
     assert all(line["code"] == "OK" for line in access)
 
 
@@ -253,7 +257,7 @@ async def test_a_hop_is_parent_and_child_spans_in_one_trace_and_logs_carry_its_i
 
 
 class ProbeSettings(ServiceSettings):
-    model_config = {**ServiceSettings.model_config, "env_prefix": "LORAG_PROBE_"}
+    model_config = SettingsConfigDict(env_prefix="LORAG_PROBE_", extra="ignore", frozen=True)  # as services declare it
 
 
 @pytest.mark.unit
@@ -280,21 +284,24 @@ def test_config_reads_the_environment(monkeypatch):
 
 @pytest.mark.service
 async def test_downstream_errors_keep_their_meaning(probe_stub):
-    from lorag_core.downstream import downstream_call
+    from lorag_core.downstream import error_from_rpc
     from lorag_core.errors import LoragError, Unavailable
 
-    with pytest.raises(LoragError) as invalid:
-        await downstream_call("probe", probe_stub.Echo(probe_pb2.EchoRequest(fail_with="invalid")))
-    assert invalid.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert invalid.value.reason == "INVALID_ARGUMENT"
-    assert [(v.field, v.description) for v in invalid.value.violations] == [("text", "must not be 'bad'")]
+    async def call(dependency: str, stub, request) -> LoragError:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.Echo(request, timeout=2)
+        return error_from_rpc(failed.value, dependency=dependency)
 
-    with pytest.raises(LoragError) as crashed:
-        await downstream_call("probe", probe_stub.Echo(probe_pb2.EchoRequest(fail_with="crash")))
-    assert crashed.value.code == grpc.StatusCode.INTERNAL  # a bug stays a bug, with the dependency named
-    assert crashed.value.metadata["dependency"] == "probe"
+    invalid = await call("probe", probe_stub, probe_pb2.EchoRequest(fail_with="invalid"))
+    assert invalid.code == grpc.StatusCode.INVALID_ARGUMENT and invalid.dependency == "probe"
+    assert invalid.reason == "INVALID_ARGUMENT"
+    assert [(v.field, v.description) for v in invalid.violations] == [("text", "must not be 'bad'")]
+
+    crashed = await call("probe", probe_stub, probe_pb2.EchoRequest(fail_with="crash"))
+    assert crashed.code == grpc.StatusCode.INTERNAL  # a bug stays a bug, with the dependency named
+    assert crashed.metadata["dependency"] == "probe"
 
     async with grpc.aio.insecure_channel("127.0.0.1:1") as channel:
-        with pytest.raises(Unavailable) as down:
-            await downstream_call("nowhere", probe_pb2_grpc.ProbeServiceStub(channel).Echo(probe_pb2.EchoRequest(), timeout=2))
-    assert "nowhere service is unavailable" in down.value.message
+        down = await call("nowhere", probe_pb2_grpc.ProbeServiceStub(channel), probe_pb2.EchoRequest())
+    assert isinstance(down, Unavailable)
+    assert "nowhere service is unavailable" in down.message

@@ -168,8 +168,8 @@ class GenerationClient(ServiceClient):
         request = pb.LoadAdapterRequest(name=name, follow_alias=follow_alias, pin=pin, replace=replace)
         if source_uri is not None:
             request.source_uri = str(source_uri)
-        else:
-            request.registry_reference = registry_reference  # type: ignore[assignment]
+        elif registry_reference is not None:
+            request.registry_reference = registry_reference
         return await self._unary(self._stub.LoadAdapter, request, timeout=timeout)
 
     async def unload_adapter(

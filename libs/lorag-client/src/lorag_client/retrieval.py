@@ -86,7 +86,7 @@ class RetrievalClient(ServiceClient):
         if options is not None and option_kwargs:
             raise TypeError("pass either options or option keyword arguments, not both")
         if options is None:
-            options = retrieval_options(**option_kwargs)  # type: ignore[arg-type]
+            options = retrieval_options(**option_kwargs)  # type: ignore[arg-type]  # checked by its signature at run time
         request = pb.RetrieveRequest(query=query, tenant=tenant, collection=collection, options=options)
         return await self._unary(self._stub.Retrieve, request, timeout=timeout)
 

@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
@@ -115,12 +115,20 @@ class ChannelSecurity:
         return channel
 
 
-class _DeadlinePropagation(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+# grpc-stubs makes the interceptor bases generic for type checkers only; at run time they take no parameters.
+if TYPE_CHECKING:
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor[Any, Any]
+    _StreamStream = grpc.aio.StreamStreamClientInterceptor[Any, Any]
+else:
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor
+    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor
+    _StreamStream = grpc.aio.StreamStreamClientInterceptor
+
+
+class _DeadlinePropagation(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream):
     """Cap each outgoing call's timeout by what is left of the deadline of the call being served."""
 
     @staticmethod
@@ -170,7 +178,8 @@ def create_channel(
         options.append(("grpc.service_config", json.dumps(config)))
     if security.server_name:
         options.append(("grpc.ssl_target_name_override", security.server_name))
-    interceptors: list[Any] = [_DeadlinePropagation(), *aio_client_interceptors()]
+    traced: list[Any] = aio_client_interceptors()  # type: ignore[no-untyped-call]  # OpenTelemetry's is untyped
+    interceptors: list[Any] = [_DeadlinePropagation(), *traced]
     credentials = security.credentials()
     if credentials is not None:
         return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)

@@ -66,7 +66,7 @@ def env_name(settings_cls: type[BaseSettings], field: str) -> str:
 def load_settings(settings_cls: type[SettingsT], **overrides: object) -> SettingsT:
     """Read and validate settings from the environment; raise :class:`ConfigError` naming each bad variable."""
     try:
-        return settings_cls(**overrides)
+        return settings_cls(**overrides)  # type: ignore[arg-type]  # field values, which pydantic validates
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

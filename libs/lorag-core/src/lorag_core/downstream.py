@@ -63,7 +63,7 @@ def status_details(error: grpc.RpcError) -> tuple[str | None, dict[str, str], li
     metadata: dict[str, str] = {}
     violations: list[FieldViolation] = []
     try:
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]  # an RpcError that is also a grpc.Call
     except (ValueError, AttributeError, TypeError):  # trailers that contradict the call's code, or no trailers
         status = None
     if status is None:

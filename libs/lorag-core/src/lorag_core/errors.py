@@ -79,7 +79,9 @@ class InvalidArgument(LoragError):
     code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
 
     @classmethod
-    def of(cls, field_path: str, description: str, reason: str = "INVALID_ARGUMENT", **metadata: str) -> InvalidArgument:
+    def of(
+        cls, field_path: str, description: str, reason: str = "INVALID_ARGUMENT", **metadata: str
+    ) -> InvalidArgument:
         """Shorthand for the common one-field case."""
         return cls(
             message=f"{field_path}: {description}",

@@ -14,8 +14,8 @@ import asyncio
 import contextvars
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -34,6 +34,19 @@ current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 Behavior = Callable[..., Any]
 
+# grpc-stubs makes these generic for type checkers only; at run time they take no parameters.
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
+    MethodHandler = grpc.RpcMethodHandler[Any, Any]
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    Context = grpc.aio.ServicerContext
+    MethodHandler = grpc.RpcMethodHandler
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+#: What a server interceptor calls to reach the next one (or the handler).
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler]]
+
 
 def is_infrastructure(method: str) -> bool:
     """Health checks and reflection: served, but not logged, measured or error-mapped as user traffic."""
@@ -41,14 +54,17 @@ def is_infrastructure(method: str) -> bool:
 
 
 def wrap_handler(
-    handler: grpc.RpcMethodHandler | None,
+    handler: MethodHandler,
     unary: Callable[[Behavior], Behavior],
     streaming: Callable[[Behavior], Behavior],
     request_deserializer: Callable[[Callable[[bytes], Any]], Callable[[bytes], Any]] | None = None,
-) -> grpc.RpcMethodHandler | None:
-    """Rebuild ``handler`` with its behaviour wrapped: ``unary`` for single responses, ``streaming`` for streams."""
+) -> MethodHandler:
+    """Rebuild ``handler`` with its behaviour wrapped: ``unary`` for single responses, ``streaming`` for streams.
+    An unknown method has no handler (``None``): it is passed on for gRPC to answer UNIMPLEMENTED."""
     if handler is None:
-        return None
+        return handler
+    behavior: Behavior | None
+    factory: Callable[..., MethodHandler]
     if handler.request_streaming and handler.response_streaming:
         behavior, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
     elif handler.request_streaming:
@@ -60,11 +76,13 @@ def wrap_handler(
     deserializer = handler.request_deserializer
     if request_deserializer is not None and deserializer is not None:
         deserializer = request_deserializer(deserializer)
+    if behavior is None:  # a handler always defines the behaviour its two flags name
+        return handler
     wrapped = streaming(behavior) if handler.response_streaming else unary(behavior)
     return factory(wrapped, request_deserializer=deserializer, response_serializer=handler.response_serializer)
 
 
-async def _responses(behavior: Behavior, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+async def _responses(behavior: Behavior, request: Any, context: Context) -> AsyncIterator[Any]:
     """Iterate a response-streaming behaviour, whether it is an async generator or a coroutine using write()."""
     result = behavior(request, context)
     if inspect.isasyncgen(result):
@@ -90,7 +108,8 @@ class _Undecodable:
     def to_error(self) -> InvalidArgument:
         detail = str(self.error) or type(self.error).__name__
         return InvalidArgument.of(
-            "request", f"the request message could not be decoded (invalid UTF-8 in a string field?): {detail}",
+            "request",
+            f"the request message could not be decoded (invalid UTF-8 in a string field?): {detail}",
             reason="UNDECODABLE_REQUEST",
         )
 
@@ -120,7 +139,7 @@ def _check_request(request: Any) -> Any:
     return request
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+async def _abort(context: Context, exc: Exception) -> None:
     if isinstance(exc, LoragError):
         error = exc
     else:
@@ -136,33 +155,35 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(_ServerInterceptor):
     """Turn every exception leaving a handler into a rich ``google.rpc.Status`` (the one exception → code table)."""
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> MethodHandler:
         handler = await continuation(handler_call_details)
         if is_infrastructure(handler_call_details.method):
             return handler
 
         def unary(behavior: Behavior) -> Behavior:
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def call(request: Any, context: Context) -> Any:
                 try:
                     return await behavior(_check_request(request), context)
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
-                except Exception as exc:  # noqa: BLE001 - this is the error boundary
+                except Exception as exc:
                     await _abort(context, exc)
 
             return call
 
         def streaming(behavior: Behavior) -> Behavior:
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def call(request: Any, context: Context) -> AsyncIterator[Any]:
                 try:
                     async for response in _responses(behavior, _check_request(request), context):
                         yield response
                 except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
                     raise
-                except Exception as exc:  # noqa: BLE001 - this is the error boundary
+                except Exception as exc:
                     await _abort(context, exc)
 
             return call
@@ -173,27 +194,29 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 # --- deadlines --------------------------------------------------------------------------------------------------
 
 
-class DeadlineInterceptor(grpc.aio.ServerInterceptor):
+class DeadlineInterceptor(_ServerInterceptor):
     """Record the caller's deadline in a context variable for :func:`remaining_time` and the client interceptor."""
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> MethodHandler:
         handler = await continuation(handler_call_details)
         if is_infrastructure(handler_call_details.method):
             return handler
 
-        def bind(context: grpc.aio.ServicerContext) -> None:
+        def bind(context: Context) -> None:
             remaining = context.time_remaining()
             current_deadline.set(time.monotonic() + remaining if remaining is not None else None)
 
         def unary(behavior: Behavior) -> Behavior:
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def call(request: Any, context: Context) -> Any:
                 bind(context)
                 return await behavior(request, context)
 
             return call
 
         def streaming(behavior: Behavior) -> Behavior:
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def call(request: Any, context: Context) -> AsyncIterator[Any]:
                 bind(context)
                 async for response in _responses(behavior, request, context):
                     yield response
@@ -225,7 +248,7 @@ def propagated_timeout(timeout: float | None) -> float | None:
 # --- access log and RED metrics --------------------------------------------------------------------------------
 
 
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+class ObservabilityInterceptor(_ServerInterceptor):
     """One JSON access-log line and RED metrics per call: count and duration by method and status code."""
 
     def __init__(self, service: str, meter: metrics.Meter | None = None) -> None:
@@ -241,7 +264,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             "lorag.rpc.server.active_requests", unit="{request}", description="Calls being served now."
         )
 
-    def _record(self, method: str, started: float, code: grpc.StatusCode, context: grpc.aio.ServicerContext) -> None:
+    def _record(self, method: str, started: float, code: grpc.StatusCode, context: Context) -> None:
         elapsed = time.perf_counter() - started
         attributes = {"rpc.service": self._service, "rpc.method": method, "rpc.grpc.status_code": code.name}
         self._requests.add(1, attributes)
@@ -252,14 +275,16 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         else:
             log.warning("rpc", details=context.details() if hasattr(context, "details") else None, **fields)
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> MethodHandler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if is_infrastructure(method):
             return handler
         active = {"rpc.service": self._service, "rpc.method": method}
 
-        def outcome(context: grpc.aio.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
+        def outcome(context: Context, exc: BaseException | None) -> grpc.StatusCode:
             if isinstance(exc, asyncio.CancelledError):
                 return grpc.StatusCode.CANCELLED
             code = context.code()
@@ -270,7 +295,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             return grpc.StatusCode.OK if exc is None else grpc.StatusCode.UNKNOWN
 
         def unary(behavior: Behavior) -> Behavior:
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def call(request: Any, context: Context) -> Any:
                 started, error = time.perf_counter(), None
                 self._in_flight.add(1, active)
                 try:
@@ -285,7 +310,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             return call
 
         def streaming(behavior: Behavior) -> Behavior:
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def call(request: Any, context: Context) -> AsyncIterator[Any]:
                 started, error = time.perf_counter(), None
                 self._in_flight.add(1, active)
                 try:

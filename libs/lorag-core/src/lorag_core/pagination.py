@@ -21,8 +21,9 @@ _VERSION = 1
 Cursor = str | int
 
 
-def page_size(value: int, *, field: str = "page_size", default: int = DEFAULT_PAGE_SIZE,
-              maximum: int = MAX_PAGE_SIZE) -> int:
+def page_size(
+    value: int, *, field: str = "page_size", default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE
+) -> int:
     """The page size to use: 0 means ``default``; 1 to ``maximum`` as asked; anything else INVALID_ARGUMENT."""
     if value < 0 or value > maximum:
         raise InvalidArgument.of(field, f"must be from 0 to {maximum:,}", reason="PAGE_SIZE_OUT_OF_RANGE")

@@ -9,6 +9,9 @@ is what the reflection protocol asks for ("the file containing the symbol").
 
 from __future__ import annotations
 
+from typing import Any
+
+import grpc
 from google.protobuf import descriptor_pool
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
@@ -17,10 +20,10 @@ from grpc_reflection.v1alpha._base import _file_descriptor_response, _not_found_
 SERVICE_NAME = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
 
 
-class ResolvingReflectionServicer(ReflectionServicer):
+class ResolvingReflectionServicer(ReflectionServicer):  # type: ignore[misc]  # grpc_reflection is untyped
     """grpc.aio reflection that also resolves methods and nested symbols by full name."""
 
-    def _file_containing_symbol(self, request, fully_qualified_name):  # type: ignore[no-untyped-def]
+    def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
         name = fully_qualified_name
         while name:
             try:
@@ -32,7 +35,9 @@ class ResolvingReflectionServicer(ReflectionServicer):
         return _not_found_error(request)
 
 
-def add_reflection(server, service_names: list[str], pool: descriptor_pool.DescriptorPool | None = None) -> None:  # type: ignore[no-untyped-def]
+def add_reflection(
+    server: grpc.aio.Server, service_names: list[str], pool: descriptor_pool.DescriptorPool | None = None
+) -> None:
     """Serve reflection for ``service_names`` (and for reflection itself) on a grpc.aio server."""
     names = [*service_names, SERVICE_NAME]
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(ResolvingReflectionServicer(names, pool), server)

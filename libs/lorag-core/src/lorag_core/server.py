@@ -12,7 +12,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -55,7 +55,7 @@ class ServiceApp:
         ]
         self.server = grpc.aio.server(
             interceptors=[
-                aio_server_interceptor(filter_=_traced),
+                aio_server_interceptor(filter_=_traced),  # type: ignore[no-untyped-call]  # OpenTelemetry is untyped
                 ObservabilityInterceptor(name, self.telemetry.meter),
                 DeadlineInterceptor(),
                 ErrorInterceptor(),
@@ -136,7 +136,7 @@ async def serve(
         shutdown_telemetry()
 
 
-def run(main: Callable[[], Awaitable[None]]) -> None:
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Entry point for a service's ``__main__``: run ``main`` and turn config errors into a clear exit."""
     # OpenMP threads (torch on CPU) spin while idle by default; beside gRPC threads, other services or a container
     # CPU limit, that spinning starves them (measured here: 8 concurrent single-text embeds 9-14/s spinning,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 from dataclasses import dataclass
+from typing import Any, TextIO
 
 import structlog
 from opentelemetry import metrics, trace
@@ -33,7 +35,7 @@ class Telemetry:
     meter: metrics.Meter
 
 
-def _add_trace_ids(_logger: object, _name: str, event: dict) -> dict:
+def _add_trace_ids(_logger: object, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: stamp the current span's ids (W3C hex form, as Jaeger shows them)."""
     ctx = trace.get_current_span().get_span_context()
     if ctx.is_valid:
@@ -44,7 +46,7 @@ def _add_trace_ids(_logger: object, _name: str, event: dict) -> dict:
 
 def configure_logging(service_name: str, level: str = "INFO") -> None:
     """structlog JSON on stdout for lorag's loggers and for the libraries' stdlib logging alike."""
-    shared = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -60,7 +62,10 @@ def configure_logging(service_name: str, level: str = "INFO") -> None:
     handler = _StdoutHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.JSONRenderer()],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         )
     )
@@ -71,15 +76,15 @@ def configure_logging(service_name: str, level: str = "INFO") -> None:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
-class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic in typeshed only
     """Writes to whatever ``sys.stdout`` is at the time, so a replaced stdout (tests, daemons) is honoured."""
 
-    @property  # type: ignore[override]
-    def stream(self):  # type: ignore[no-untyped-def]
+    @property
+    def stream(self) -> TextIO:
         return sys.stdout
 
     @stream.setter
-    def stream(self, _value) -> None:  # type: ignore[no-untyped-def]
+    def stream(self, _value: object) -> None:
         pass
 
 
@@ -118,7 +123,7 @@ def setup_telemetry(
         _state["tracer_provider"] = tracer_provider
     provider = trace.get_tracer_provider()
     for processor in span_processors:
-        provider.add_span_processor(processor)  # type: ignore[attr-defined]
+        provider.add_span_processor(processor)  # type: ignore[attr-defined]  # the SDK provider set up above
     return Telemetry(tracer=trace.get_tracer(f"lorag.{service_name}"), meter=metrics.get_meter(f"lorag.{service_name}"))
 
 
@@ -131,4 +136,5 @@ def shutdown_telemetry() -> None:
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     """A structlog logger; lines carry the service name and the current trace ids."""
-    return structlog.get_logger(name)
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger
