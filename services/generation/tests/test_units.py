@@ -1,27 +1,20 @@
-"""Unit tier: the transformers backend's pure parts (device/dtype choice, detokenization, sampling) and the
-adapter manager's file and base-model checks, with the real SmolLM2 tokenizer where one is needed."""
+"""The transformers backend's pure parts (device and dtype choice, sampling) and the adapter manager's base-model
+check. The parts that need the real tokenizer or a real adapter folder are in ``test_model_files.py``."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from lorag_core.errors import FailedPrecondition, NotFound
-from lorag_generation.adapters import base_model_matches, read_adapter_files
+from lorag_generation.adapters import base_model_matches
 from lorag_generation.backends.base import SamplingSettings
-from lorag_generation.backends.transformers import IncrementalDetokenizer, choose_device, choose_dtype, sample_token
-from lorag_models import DEFAULT_CHAT_MODEL, resolve_model
+from lorag_generation.backends.transformers.loading import choose_device, choose_dtype
+from lorag_generation.backends.transformers.sampling import sample_token
+from lorag_models import DEFAULT_CHAT_MODEL
 
-
-@pytest.fixture(scope="module")
-def tokenizer():  # type: ignore[no-untyped-def]
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(resolve_model().path)
+pytestmark = pytest.mark.unit
 
 
 # -- device and dtype -------------------------------------------------------------------------------------------------
@@ -66,29 +59,6 @@ def test_bfloat16_on_a_gpu_without_it_is_refused() -> None:
         choose_dtype("bfloat16", "cuda", False)
 
 
-# -- detokenization ---------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("text", ["The capital of France is Paris.", "Grüße aus Köln — 東京タワー 🚀🎉!", "  spaced\n\nlines\t"])
-def test_incremental_detokenization_is_exact_and_never_splits_characters(tokenizer, text: str) -> None:  # type: ignore[no-untyped-def]
-    context = tokenizer("Question: ")["input_ids"]
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    detok = IncrementalDetokenizer(tokenizer, context)
-    deltas = [detok.add(token) for token in ids]
-    deltas.append(detok.flush())
-    assert "".join(deltas) == tokenizer.decode(ids)
-    assert not any("\ufffd" in delta for delta in deltas)
-    if "🚀" in text:  # a multi-byte character spans several byte-level tokens: some steps emit nothing
-        assert "" in deltas[:-1]
-
-
-def test_detokenizer_drops_an_incomplete_trailing_character(tokenizer) -> None:  # type: ignore[no-untyped-def]
-    ids = tokenizer("ok 🚀", add_special_tokens=False)["input_ids"]
-    detok = IncrementalDetokenizer(tokenizer)
-    text = "".join(detok.add(token) for token in ids[:-1]) + detok.flush()
-    assert text == "ok "
-
-
 # -- sampling ---------------------------------------------------------------------------------------------------------
 
 
@@ -129,41 +99,16 @@ def test_a_seed_reproduces_the_draws() -> None:
     assert draws(7) != draws(8)
 
 
-# -- adapter files and base models ------------------------------------------------------------------------------------
+# -- base models ------------------------------------------------------------------------------------
 
 
-def test_base_model_matching() -> None:
-    path = resolve_model().path
+def test_base_model_matching(tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "SmolLM2-135M-Instruct"  # where the served model's files are
+    folder.mkdir(parents=True)
+    path = str(folder)
     identities = (DEFAULT_CHAT_MODEL, path)
     assert base_model_matches(DEFAULT_CHAT_MODEL, identities)
     assert base_model_matches(path, identities)
     assert base_model_matches("/elsewhere/models/SmolLM2-135M-Instruct", identities)  # the same folder name
     assert not base_model_matches("meta-llama/Llama-3.2-1B", identities)
     assert not base_model_matches("HuggingFaceTB/SmolLM2-360M-Instruct", identities)
-
-
-def test_adapter_files_are_read_from_the_config(demo_adapter: Path) -> None:
-    files = read_adapter_files(demo_adapter)
-    assert files.rank == 8 and files.lora_alpha == 16
-    assert files.target_modules == ("k_proj", "o_proj", "q_proj", "v_proj")
-    assert Path(files.base_model).name == "SmolLM2-135M-Instruct"
-
-
-def test_a_folder_without_an_adapter_is_not_found(tmp_path: Path, demo_adapter: Path) -> None:
-    with pytest.raises(NotFound):
-        read_adapter_files(tmp_path / "missing")
-    config_only = tmp_path / "config-only"
-    config_only.mkdir()
-    shutil.copy(demo_adapter / "adapter_config.json", config_only)
-    with pytest.raises(NotFound, match="no adapter_model"):
-        read_adapter_files(config_only)
-
-
-def test_a_non_lora_adapter_is_refused(tmp_path: Path, demo_adapter: Path) -> None:
-    folder = tmp_path / "ia3"
-    shutil.copytree(demo_adapter, folder)
-    config = json.loads((folder / "adapter_config.json").read_text())
-    config["peft_type"] = "IA3"
-    (folder / "adapter_config.json").write_text(json.dumps(config))
-    with pytest.raises(FailedPrecondition, match="only LoRA"):
-        read_adapter_files(folder)

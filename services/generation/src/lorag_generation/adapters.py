@@ -23,15 +23,22 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 import grpc
 
-from lorag_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from lorag_core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from lorag_core.pagination import decode_page_token, encode_page_token, page_size
 from lorag_core.telemetry import get_logger
 from lorag_generation.backends.base import AdapterFiles, AdapterHandle, GenerationBackend, ModelInfo
@@ -53,16 +60,22 @@ def read_adapter_files(folder: str | os.PathLike[str]) -> AdapterFiles:
     path = Path(folder).expanduser()
     config_path = path / "adapter_config.json"
     if not path.is_dir() or not config_path.is_file():
-        raise NotFound(f"no PEFT adapter at {str(path)!r} (expected a folder with adapter_config.json)", reason="ADAPTER_NOT_FOUND")
+        raise NotFound(
+            f"no PEFT adapter at {str(path)!r} (expected a folder with adapter_config.json)", reason="ADAPTER_NOT_FOUND"
+        )
     if not any(path.glob("adapter_model.*")):
-        raise NotFound(f"{str(path)!r} has an adapter_config.json but no adapter_model weights", reason="ADAPTER_NOT_FOUND")
+        raise NotFound(
+            f"{str(path)!r} has an adapter_config.json but no adapter_model weights", reason="ADAPTER_NOT_FOUND"
+        )
     try:
         config = json.loads(config_path.read_text())
     except (OSError, ValueError) as exc:
         raise FailedPrecondition(f"{config_path} is not valid JSON: {exc}", reason="ADAPTER_INVALID") from None
     peft_type = str(config.get("peft_type", "LORA")).upper()
     if peft_type != "LORA":
-        raise FailedPrecondition(f"the adapter at {str(path)!r} is {peft_type}, only LoRA is served", reason="ADAPTER_UNSUPPORTED")
+        raise FailedPrecondition(
+            f"the adapter at {str(path)!r} is {peft_type}, only LoRA is served", reason="ADAPTER_UNSUPPORTED"
+        )
     targets = config.get("target_modules") or ()
     if isinstance(targets, str):
         targets = (targets,)
@@ -105,13 +118,16 @@ def local_folder(source_uri: str) -> str:
         import mlflow.artifacts
     except ImportError:
         raise FailedPrecondition(
-            f"cannot fetch {source_uri!r}: the {parsed.scheme!r} scheme needs MLflow, which is not installed (install lorag-generation[remote-artifacts])",
+            f"cannot fetch {source_uri!r}: the {parsed.scheme!r} scheme needs MLflow, which is not installed "
+            "(install lorag-generation[remote-artifacts])",
             reason="ADAPTER_SOURCE_UNSUPPORTED",
         ) from None
     try:
         return str(mlflow.artifacts.download_artifacts(artifact_uri=source_uri))
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the caller needs one answer
-        raise Unavailable(f"cannot download the adapter at {source_uri!r}: {exc}", reason="ADAPTER_DOWNLOAD_FAILED") from None
+    except Exception as exc:  # MLflow raises many kinds; the caller needs one answer
+        raise Unavailable(
+            f"cannot download the adapter at {source_uri!r}: {exc}", reason="ADAPTER_DOWNLOAD_FAILED"
+        ) from None
 
 
 def _source_key(source_uri: str) -> str:
@@ -529,10 +545,10 @@ class AdapterManager:
         self._resident.discard(internal)
         try:
             await self._backend.unload_adapter(internal)
-        except Exception:  # noqa: BLE001 - the slot is counted free either way; log for the operator
+        except Exception:  # the slot is counted free either way; log for the operator
             log.exception("adapter unload failed", internal=internal)
 
-    def _spawn(self, coroutine) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -550,7 +566,7 @@ class AdapterManager:
             registry_name = entry.registry_name or entry.name
             try:
                 found = await self._lookup(AdapterReference(registry_name, alias=entry.alias), fresh=True)
-            except Exception as exc:  # noqa: BLE001 - keep serving the current version
+            except Exception as exc:  # keep serving the current version
                 log.warning("alias check failed", adapter=entry.name, alias=entry.alias, error=str(exc))
                 continue
             if found.version == entry.version:
@@ -568,5 +584,5 @@ class AdapterManager:
                     if was_loaded:
                         self._retire(old)
                 log.info("adapter alias moved", adapter=entry.name, alias=entry.alias, version=found.version)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # keep serving the current version
                 log.warning("alias switch failed", adapter=entry.name, alias=entry.alias, error=str(exc))

@@ -50,7 +50,9 @@ def parse_chat(chat: common_pb2.Chat) -> tuple[Message, ...]:
     for i, message in enumerate(chat.messages):
         role = _ROLES.get(message.role)
         if role is None:
-            violations.append(FieldViolation(f"chat.messages[{i}].role", "must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT"))
+            violations.append(
+                FieldViolation(f"chat.messages[{i}].role", "must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT")
+            )
             continue
         if role is Role.SYSTEM and i != 0:
             violations.append(FieldViolation(f"chat.messages[{i}].role", "a system message may only come first"))
@@ -58,7 +60,9 @@ def parse_chat(chat: common_pb2.Chat) -> tuple[Message, ...]:
     last = chat.messages[-1]
     if not violations and _ROLES.get(last.role) is not Role.USER:
         violations.append(
-            FieldViolation(f"chat.messages[{len(chat.messages) - 1}].role", "the conversation must end with a user message")
+            FieldViolation(
+                f"chat.messages[{len(chat.messages) - 1}].role", "the conversation must end with a user message"
+            )
         )
     if violations:
         raise InvalidArgument(
@@ -85,8 +89,10 @@ def parse_sampling(
     top_k = params.top_k if params.HasField("top_k") else 0
     if top_k < 0:
         bad("top_k", f"must be 0 (no cut) or more, got {top_k}")
-    max_new_tokens = params.max_new_tokens if params.HasField("max_new_tokens") else min(
-        DEFAULT_MAX_NEW_TOKENS, max_new_tokens_limit
+    max_new_tokens = (
+        params.max_new_tokens
+        if params.HasField("max_new_tokens")
+        else min(DEFAULT_MAX_NEW_TOKENS, max_new_tokens_limit)
     )
     if not 1 <= max_new_tokens <= max_new_tokens_limit:
         bad("max_new_tokens", f"must be between 1 and the service's limit {max_new_tokens_limit}, got {max_new_tokens}")
@@ -114,7 +120,9 @@ def parse_sampling(
     )
 
 
-def check_prompt_fits(generation_input: GenerationInput, prompt_tokens: int, max_new_tokens: int, max_context: int) -> None:
+def check_prompt_fits(
+    generation_input: GenerationInput, prompt_tokens: int, max_new_tokens: int, max_context: int
+) -> None:
     """Prompt tokens plus max_new_tokens must fit the model's context; the error names both numbers."""
     total = prompt_tokens + max_new_tokens
     if total <= max_context:

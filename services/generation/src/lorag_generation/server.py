@@ -38,8 +38,9 @@ def build_backend(settings: GenerationSettings, instruments: GenerationMetrics) 
     if settings.backend == "openai":
         from lorag_generation.backends.openai import OpenAIBackend
 
+        assert settings.openai_base_url, "GenerationSettings requires it with backend=openai"
         return OpenAIBackend(
-            base_url=settings.openai_base_url,  # type: ignore[arg-type] - required by the settings validator
+            base_url=settings.openai_base_url,
             api_key=settings.openai_api_key,
             model=settings.model,
             timeout=settings.openai_timeout_seconds,
@@ -85,10 +86,18 @@ def create_app(
         yield Observation(adapters.resident_count)
 
     meter.create_observable_gauge(
-        "lorag.generation.queue.depth", callbacks=[queue_depth], unit="{request}", description="Requests waiting for a decode slot."
+        "lorag.generation.queue.depth",
+        callbacks=[queue_depth],
+        unit="{request}",
+        description="Requests waiting for a decode slot.",
     )
     meter.create_observable_gauge(
-        "lorag.generation.adapters.active", callbacks=[active_adapters], unit="{adapter}", description="Adapters resident."
+        "lorag.generation.adapters.active",
+        callbacks=[active_adapters],
+        unit="{adapter}",
+        description="Adapters resident.",
     )
-    app.add_service(SERVICE, pb_grpc.add_GenerationServiceServicer_to_server, GenerationServicer(backend, adapters, instruments))
+    app.add_service(
+        SERVICE, pb_grpc.add_GenerationServiceServicer_to_server, GenerationServicer(backend, adapters, instruments)
+    )
     return app, Generation(backend, adapters)

@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -148,7 +149,7 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         if finished.inference_ns > 0 and finished.completion_tokens:
             self._metrics.tokens_per_second.record(finished.completion_tokens / (finished.inference_ns / 1e9))
 
-    def _summary(self, prepared: _Prepared, finished: Finished) -> dict:  # type: ignore[type-arg]
+    def _summary(self, prepared: _Prepared, finished: Finished) -> dict[str, Any]:
         before = prepared.submitted_ns - prepared.received_ns
         lease = prepared.lease
         return dict(
@@ -163,7 +164,9 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
                 queue_ns=before + finished.queue_ns,
                 inference_ns=finished.inference_ns,
                 total_ns=time.perf_counter_ns() - prepared.received_ns,
-                time_to_first_token_ns=(before + finished.time_to_first_token_ns) if finished.time_to_first_token_ns else 0,
+                time_to_first_token_ns=(before + finished.time_to_first_token_ns)
+                if finished.time_to_first_token_ns
+                else 0,
             ),
             model=self._backend.info().model,
             adapter=common_pb2.AdapterReference(name=lease.name, version=lease.handle.version, alias=lease.handle.alias)
@@ -171,7 +174,7 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
             else None,
         )
 
-    async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:  # noqa: N802
+    async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
         prepared = await self._prepare(request)
         parts: list[str] = []
         finished: Finished | None = None
@@ -183,19 +186,23 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         assert finished is not None, "a backend stream ends with Finished"
         return pb.GenerateResponse(text="".join(parts), **self._summary(prepared, finished))
 
-    async def GenerateStream(  # noqa: N802
+    async def GenerateStream(
         self, request: pb.GenerateStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         prepared = await self._prepare(request)
         async for item in self._run(prepared):
             if isinstance(item, TextDelta):
-                yield pb.GenerateStreamResponse(delta=common_pb2.TokenDelta(text=item.text, token_count=item.token_count))
+                yield pb.GenerateStreamResponse(
+                    delta=common_pb2.TokenDelta(text=item.text, token_count=item.token_count)
+                )
             else:
                 yield pb.GenerateStreamResponse(summary=pb.GenerationSummary(**self._summary(prepared, item)))
 
     # -- adapters and model -----------------------------------------------------------------------------------------
 
-    async def ListAdapters(self, request: pb.ListAdaptersRequest, context: grpc.aio.ServicerContext) -> pb.ListAdaptersResponse:  # noqa: N802
+    async def ListAdapters(
+        self, request: pb.ListAdaptersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAdaptersResponse:
         entries, next_token = self._adapters.list(request.page_size, request.page_token)
         return pb.ListAdaptersResponse(
             adapters=[adapter_to_proto(e) for e in entries],
@@ -203,7 +210,9 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
             base_model=self._backend.info().model,
         )
 
-    async def LoadAdapter(self, request: pb.LoadAdapterRequest, context: grpc.aio.ServicerContext) -> pb.LoadAdapterResponse:  # noqa: N802
+    async def LoadAdapter(
+        self, request: pb.LoadAdapterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LoadAdapterResponse:
         started = time.perf_counter_ns()
         source = request.WhichOneof("source")
         if source is None:
@@ -225,13 +234,17 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
             timing=common_pb2.Timing(inference_ns=load_ns, total_ns=time.perf_counter_ns() - started),
         )
 
-    async def UnloadAdapter(self, request: pb.UnloadAdapterRequest, context: grpc.aio.ServicerContext) -> pb.UnloadAdapterResponse:  # noqa: N802
+    async def UnloadAdapter(
+        self, request: pb.UnloadAdapterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnloadAdapterResponse:
         if not request.name:
             raise InvalidArgument.of("name", "must not be empty")
         await self._adapters.unload(request.name, allow_missing=request.allow_missing)
         return pb.UnloadAdapterResponse()
 
-    async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.GetModelInfoResponse:  # noqa: N802
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelInfoResponse:
         info = self._backend.info()
         return pb.GetModelInfoResponse(
             model=info.model,

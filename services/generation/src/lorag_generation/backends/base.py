@@ -16,7 +16,7 @@ slot in the backend at once.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -168,7 +168,7 @@ class GenerationBackend(Protocol):
         """Tokens the input occupies once rendered (chat template applied): used to refuse over-long prompts
         with the limit named before a slot is taken."""
 
-    def stream(self, job: GenerationJob) -> AsyncIterator[StreamItem]:
+    def stream(self, job: GenerationJob) -> AsyncGenerator[StreamItem, None]:
         """Generate for one job: deltas, then one :class:`Finished`. Closing the iterator cancels the job."""
 
     async def load_adapter(self, name: str, files: AdapterFiles) -> None:

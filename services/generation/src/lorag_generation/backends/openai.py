@@ -32,7 +32,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, TypeVar
 
 import httpx2
@@ -50,8 +50,8 @@ from lorag_core.errors import (
 from lorag_core.telemetry import get_logger
 from lorag_generation.backends.base import (
     AdapterFiles,
-    FinishReason,
     Finished,
+    FinishReason,
     GenerationInput,
     GenerationJob,
     ModelInfo,
@@ -116,11 +116,13 @@ class OpenAIBackend:
         self._tracer = tracer or trace.get_tracer("lorag.generation.openai")
         meter = meter or metrics.get_meter("lorag.generation.openai")
         self._requests = meter.create_counter(
-            "lorag.generation.openai.requests", unit="{request}",
+            "lorag.generation.openai.requests",
+            unit="{request}",
             description="Generations sent to the OpenAI-compatible server, by outcome (finish reason or error).",
         )
         self._ttft = meter.create_histogram(
-            "lorag.generation.openai.time_to_first_token", unit="s",
+            "lorag.generation.openai.time_to_first_token",
+            unit="s",
             description="From sending a generation to the first non-empty text delta arriving.",
         )
         self._client: openai.AsyncOpenAI | None = None
@@ -262,7 +264,9 @@ class OpenAIBackend:
             try:
                 count = await self._call("tokenize", self._tokenize(self._tokenize_body(generation_input)))
             except InvalidArgument as exc:  # the server could not render it: report it on the input field
-                raise InvalidArgument.of(field, exc.violations[0].description if exc.violations else exc.message)
+                raise InvalidArgument.of(
+                    field, exc.violations[0].description if exc.violations else exc.message
+                ) from None
         return count if count is not None else estimate_tokens(generation_input)
 
     def _tokenize_url(self) -> str:
@@ -281,7 +285,7 @@ class OpenAIBackend:
 
     # -- generation ----------------------------------------------------------------------------------------------
 
-    async def stream(self, job: GenerationJob) -> AsyncIterator[StreamItem]:
+    async def stream(self, job: GenerationJob) -> AsyncGenerator[StreamItem, None]:
         """Stream one completion: text deltas (stop sequences held back and cut), then one :class:`Finished`.
 
         Usage comes from the server's final usage chunk (``stream_options.include_usage``). When the server sends
@@ -319,11 +323,12 @@ class OpenAIBackend:
         try:
             with trace.use_span(span, end_on_exit=False):
                 create = client.chat.completions.create if chat else client.completions.create
-                response = await self._call(
+                opened: openai.AsyncStream[Any] = await self._call(
                     "generate", create(**request), field=field, adapter=job.adapter.name if job.adapter else None
                 )
-            self._active.add(response)
-            async with contextlib.aclosing(self._chunks(response, field, job)) as chunk_stream:
+            response = opened
+            self._active.add(opened)
+            async with contextlib.aclosing(self._chunks(opened, field, job)) as chunk_stream:
                 async for chunk in chunk_stream:
                     if getattr(chunk, "usage", None) is not None:
                         usage = chunk.usage
@@ -423,7 +428,9 @@ class OpenAIBackend:
             request["extra_headers"] = {"X-Request-Id": job.request_id}
         return request
 
-    async def _chunks(self, response: openai.AsyncStream[Any], field: str, job: GenerationJob) -> AsyncIterator[Any]:
+    async def _chunks(
+        self, response: openai.AsyncStream[Any], field: str, job: GenerationJob
+    ) -> AsyncGenerator[Any, None]:
         """The stream's chunks, with its failures mapped; a stream closed by :meth:`close` just ends."""
         adapter = job.adapter.name if job.adapter is not None else None
         iterator = response.__aiter__()
@@ -529,20 +536,20 @@ class OpenAIBackend:
             metadata = {"adapter": name, "url": self.base_url}
             if exc.status_code == 404:
                 what = f"adapter files at {body['lora_path']}" if action == "load" else f"adapter {name!r}"
-                raise NotFound(f"the server found no {what}: {message}", reason="ADAPTER_NOT_FOUND",
-                               metadata=metadata) from exc
+                raise NotFound(
+                    f"the server found no {what}: {message}", reason="ADAPTER_NOT_FOUND", metadata=metadata
+                ) from exc
             if exc.status_code in (400, 422):
-                raise FailedPrecondition(f"the server refused adapter {name!r}: {message}",
-                                         reason="ADAPTER_REFUSED", metadata=metadata) from exc
+                raise FailedPrecondition(
+                    f"the server refused adapter {name!r}: {message}", reason="ADAPTER_REFUSED", metadata=metadata
+                ) from exc
             raise self._error(exc, f"{action} adapter") from exc
         except openai.OpenAIError as exc:
             raise self._error(exc, f"{action} adapter") from exc
 
     # -- errors --------------------------------------------------------------------------------------------------
 
-    async def _call(
-        self, what: str, call: Awaitable[T], *, field: str | None = None, adapter: str | None = None
-    ) -> T:
+    async def _call(self, what: str, call: Awaitable[T], *, field: str | None = None, adapter: str | None = None) -> T:
         """Await one client call, turning every way it can fail into lorag's error model."""
         try:
             return await call
@@ -577,9 +584,7 @@ class OpenAIBackend:
             metadata=metadata,
         )
 
-    def _status_error(
-        self, status: int, message: str, what: str, field: str | None, adapter: str | None
-    ) -> LoragError:
+    def _status_error(self, status: int, message: str, what: str, field: str | None, adapter: str | None) -> LoragError:
         metadata = {"dependency": "openai", "url": self.base_url, "http_status": str(status)}
         if status in (400, 413, 422) and field is not None:
             return InvalidArgument.of(field, message or f"refused by the server (HTTP {status})")
@@ -626,7 +631,8 @@ def _server_message(exc: openai.APIStatusError) -> str:
     """The server's own message: vLLM's flat ``{"message": ...}`` or OpenAI's ``{"error": {"message": ...}}``."""
     body = exc.body
     if isinstance(body, dict):
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        error = body.get("error")
+        inner = error if isinstance(error, dict) else body
         message = inner.get("message") or inner.get("detail")
         if isinstance(message, str) and message:
             return message
@@ -643,7 +649,8 @@ def _route_missing(exc: openai.APIStatusError) -> bool:
         return False
     body = exc.body
     if isinstance(body, dict):
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        error = body.get("error")
+        inner = error if isinstance(error, dict) else body
         return "message" not in inner and "type" not in inner
     return True
 
