@@ -10,7 +10,8 @@ metadata and violations the callee sent:
   FAILED_PRECONDITION, OUT_OF_RANGE, UNAUTHENTICATED, PERMISSION_DENIED, and RESOURCE_EXHAUSTED (back off and
   retry); :func:`renamed_fields` renames violation fields from the callee's request to the caller's
   (``filter.field`` → ``options.filter.field``);
-* UNAVAILABLE becomes ``Unavailable`` naming the dependency (``metadata["dependency"]``);
+* UNAVAILABLE becomes ``Unavailable`` naming the dependency (``metadata["dependency"]``: the deepest one that
+  failed, when the callee named one, else the callee itself);
 * DEADLINE_EXCEEDED is ``DeadlineExceeded`` when the caller's own deadline has passed, and ``Unavailable``
   (reason ``DEPENDENCY_TIMEOUT``) when only the per-call timeout towards the dependency ran out;
 * anything else (INTERNAL, UNKNOWN, UNIMPLEMENTED ...) keeps its code, with the dependency named in the message.
@@ -108,7 +109,8 @@ def _rebuild(
             return kind(message=message, reason=reason, metadata=metadata, violations=violations)
         return kind(message=message, metadata=metadata, violations=violations)
 
-    named = {**metadata, "dependency": dependency}
+    # The callee's own word on what failed wins: a gateway reporting "generation" stays "generation" for the SDK.
+    named = {"dependency": dependency, **metadata}
     if code == grpc.StatusCode.UNAVAILABLE:
         return Unavailable(
             f"the {dependency} service is unavailable: {message}",
