@@ -19,7 +19,16 @@ import statistics
 import time
 
 from _common import SCIFACT, report
-from ingest_bench import COLLECTION, TENANT, add_env_option, address, env_option, ingest_scifact, private_stack, scifact_docs
+from ingest_bench import (
+    COLLECTION,
+    TENANT,
+    add_env_option,
+    address,
+    env_option,
+    ingest_scifact,
+    private_stack,
+    scifact_docs,
+)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -43,15 +52,21 @@ async def measure(gateway_address: str, queries: list[str], warmup: int, max_new
     async with GatewayClient(gateway_address, timeout=None) as gateway:
         for index, query in enumerate(queries):
             started = time.perf_counter_ns()
-            answer = await gateway.ask(query, collection=COLLECTION, tenant=TENANT, top_k=3, temperature=0.0,
-                                       max_new_tokens=max_new_tokens)
+            answer = await gateway.ask(
+                query, collection=COLLECTION, tenant=TENANT, top_k=3, temperature=0.0, max_new_tokens=max_new_tokens
+            )
             client_ns = time.perf_counter_ns() - started
             if index < warmup:
                 continue
             timing = answer.timing
-            for key, ns in (("overhead", timing.gateway_overhead_ns), ("retrieve", timing.retrieve_ns),
-                            ("generate", timing.generate_ns), ("ttft", timing.time_to_first_token_ns),
-                            ("total", timing.total_ns), ("client", client_ns)):
+            for key, ns in (
+                ("overhead", timing.gateway_overhead_ns),
+                ("retrieve", timing.retrieve_ns),
+                ("generate", timing.generate_ns),
+                ("ttft", timing.time_to_first_token_ns),
+                ("total", timing.total_ns),
+                ("client", client_ns),
+            ):
                 figures[key].append(ns / 1e6)
     return figures
 

@@ -25,13 +25,15 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what lorag_core.server.run sets for the service
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import free_port, report, start_service, stop  # noqa: E402
+from _common import free_port, report, start_service, stop
 
 PROMPTS = [
     "What is the capital of France?",
@@ -74,12 +76,15 @@ async def _concurrent(address: str, prompts: list[str], max_new_tokens: int) -> 
         await client.model_info()
         started = time.perf_counter()
         replies = await asyncio.gather(
-            *(client.generate(messages=[{"role": "user", "content": p}], temperature=0, max_new_tokens=max_new_tokens) for p in prompts)
+            *(
+                client.generate(messages=[{"role": "user", "content": p}], temperature=0, max_new_tokens=max_new_tokens)
+                for p in prompts
+            )
         )
         return sum(r.usage.completion_tokens for r in replies), time.perf_counter() - started
 
 
-async def _ttft_pairs(address: str, baseline: "Baseline", rounds: int, max_new_tokens: int) -> dict[str, list[float]]:
+async def _ttft_pairs(address: str, baseline: Baseline, rounds: int, max_new_tokens: int) -> dict[str, list[float]]:
     """Client TTFT through the service and in-process TTFT, paired per prompt, alternating which goes first."""
     from lorag_client import GenerationClient
 
@@ -120,7 +125,7 @@ def _echo_server(port: int) -> None:
     """A bare grpc.aio server streaming its request back twice: the floor under any gRPC streaming call."""
     import grpc
 
-    async def echo(request: bytes, context: object):  # type: ignore[no-untyped-def]
+    async def echo(request: bytes, context: object) -> AsyncIterator[bytes]:
         yield request
         yield request
 
@@ -142,7 +147,9 @@ async def _echo_first_message(port: int, calls: int = 200) -> list[float]:
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         await asyncio.wait_for(channel.channel_ready(), 30)
-        call = channel.unary_stream("/bench.Echo/Stream", request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        call = channel.unary_stream(
+            "/bench.Echo/Stream", request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
         seconds = []
         for i in range(calls + 20):
             started = time.perf_counter()
@@ -185,8 +192,8 @@ class Baseline:
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         self.generate("Hello", 2)
 
-    def _ids(self, prompt: str):  # type: ignore[no-untyped-def]
-        return self.tokenizer.apply_chat_template(
+    def _ids(self, prompt: str) -> Any:
+        return cast(Any, self.tokenizer.apply_chat_template)(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
         )["input_ids"]
 
@@ -199,7 +206,7 @@ class Baseline:
             )
         elapsed = time.perf_counter() - started
         new = out[0, ids.shape[1] :]
-        return int(new.shape[0]), elapsed, self.tokenizer.decode(new, skip_special_tokens=True)
+        return int(new.shape[0]), elapsed, str(self.tokenizer.decode(new, skip_special_tokens=True))
 
     def first_token_seconds(self, prompt: str) -> float:
         return self.generate(prompt, 1)[1]
@@ -220,7 +227,9 @@ def main() -> None:
     echo = grpc_echo_seconds()
 
     port = free_port()
-    service = start_service("lorag_generation", {"LORAG_GENERATION_PORT": str(port), "HF_HUB_OFFLINE": "1", "LORAG_LOG_LEVEL": "WARNING"})
+    service = start_service(
+        "lorag_generation", {"LORAG_GENERATION_PORT": str(port), "HF_HUB_OFFLINE": "1", "LORAG_LOG_LEVEL": "WARNING"}
+    )
     address = f"127.0.0.1:{port}"
     try:
         baseline = Baseline()
@@ -231,7 +240,9 @@ def main() -> None:
         mismatches = requests = 0
         for _ in range(args.rounds):
             for prompt in PROMPTS:
-                tokens, seconds, _first, text, _server_ttft = asyncio.run(_service_run(address, prompt, args.max_new_tokens))
+                tokens, seconds, _first, text, _server_ttft = asyncio.run(
+                    _service_run(address, prompt, args.max_new_tokens)
+                )
                 service_tokens += tokens
                 service_seconds += seconds
                 base_tokens, base_seconds, base_text = baseline.generate(prompt, args.max_new_tokens)

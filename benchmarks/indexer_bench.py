@@ -42,11 +42,13 @@ from _common import SCIFACT, report
 from hdrh.histogram import HdrHistogram
 from ingest_bench import add_env_option, address, env_option, private_stack, scifact_docs, stop_service
 
+from lorag_client.indexer import Mode
+
 QUERIES = SCIFACT.parent / "queries.jsonl"
 CACHE = Path.home() / ".cache" / "lorag" / "bench"
 COLLECTION = "IndexerBench"
 TENANT = "bench"
-MODES = ("vector", "keyword", "hybrid")
+MODES: tuple[Mode, ...] = ("vector", "keyword", "hybrid")
 LIMIT = 10
 CHUNK_CHARS = 1000
 WARMUP = 50
@@ -194,8 +196,8 @@ async def measure(
         view = client.collections.get(weaviate_collection).with_tenant(TENANT).with_consistency_level(consistency)
         async with IndexerClient(indexer_address) as indexer:
 
-            def direct_call(mode: str, vectors: bool | None = None) -> Callable[[int], Awaitable[Any]]:
-                common = {
+            def direct_call(mode: Mode, vectors: bool | None = None) -> Callable[[int], Awaitable[Any]]:
+                common: dict[str, Any] = {
                     "limit": LIMIT,
                     "return_properties": CHUNK_PROPERTIES,
                     "return_metadata": MetadataQuery(distance=mode == "vector", score=mode != "vector"),
@@ -219,7 +221,7 @@ async def measure(
 
                 return call
 
-            def service_call(mode: str) -> Callable[[int], Awaitable[Any]]:
+            def service_call(mode: Mode) -> Callable[[int], Awaitable[Any]]:
                 async def call(i: int) -> Any:
                     q = i % n
                     return await indexer.search(

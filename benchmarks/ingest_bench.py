@@ -49,7 +49,6 @@ TENANT = "bench"
 STARTUP_TIMEOUT = 300.0  # Model loads overlap on a small CPU.
 
 
-
 # -- a private stack ------------------------------------------------------------------------------------------------
 
 

@@ -64,8 +64,15 @@ def _ms(value_us: float) -> float:
 
 
 async def run_mode(
-    retrieval: Any, queries: list[str], mode: str, rerank: bool, requests: int, concurrency: int, warmup: int,
-    top_k: int, offset: int,
+    retrieval: Any,
+    queries: list[str],
+    mode: str,
+    rerank: bool,
+    requests: int,
+    concurrency: int,
+    warmup: int,
+    top_k: int,
+    offset: int,
 ) -> dict[str, Any]:
     """``requests`` retrievals with ``concurrency`` in flight; client latencies and the service's timings."""
     options = retrieval.options(mode=mode, rerank=rerank, top_k=top_k)

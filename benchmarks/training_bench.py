@@ -31,9 +31,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, free_port  # noqa: E402
+from _common import RESULTS, ROOT, free_port
 
 TRAIN = ROOT / "docs" / "examples" / "behaviour" / "train.jsonl"
 HELDOUT = ROOT / "docs" / "examples" / "behaviour" / "heldout.jsonl"
@@ -60,21 +61,24 @@ def plain_train(args: argparse.Namespace) -> dict:
     import random
 
     import torch
-    from lorag_models import resolve_model
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
+
+    from lorag_models import resolve_model
 
     path = resolve_model(MODEL).path
     device = "cuda:0" if torch.cuda.is_available() and args.device == "cuda" else "cpu"
     dtype = torch.bfloat16 if device != "cpu" and torch.cuda.is_bf16_supported() else torch.float32
     tok = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(args.seed)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
-                                             task_type="CAUSAL_LM"))
+    base: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)  # Any: the stubs mistype .to()
+    model = get_peft_model(
+        base.to(device),
+        LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
     rows = [json.loads(line) for line in TRAIN.read_text().splitlines() if line.strip()]
-    encoded = [tok.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"][: args.max_length]
-               for r in rows]
+    template: Any = tok.apply_chat_template  # Any: its return type is a union over tokenize / return_dict
+    encoded = [template(r["messages"], tokenize=True, return_dict=True)["input_ids"][: args.max_length] for r in rows]
     order = list(range(len(encoded)))
     random.Random(args.seed).shuffle(order)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
@@ -111,8 +115,23 @@ def plain_train(args: argparse.Namespace) -> dict:
 
 
 def run_plain(args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--plain", "--steps", str(args.steps), "--batch", str(args.batch),
-           "--max-length", str(args.max_length), "--lr", str(args.lr), "--seed", str(args.seed), "--device", args.device]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--plain",
+        "--steps",
+        str(args.steps),
+        "--batch",
+        str(args.batch),
+        "--max-length",
+        str(args.max_length),
+        "--lr",
+        str(args.lr),
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -168,9 +187,14 @@ def run_service(args: argparse.Namespace, workdir: Path) -> dict:
 
     port = free_port()
     data_dir = workdir / f"svc-{port}"
-    env = {"LORAG_TRAINING_PORT": str(port), "LORAG_TRAINING_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1",
-           "LORAG_TRAINING_DEVICES": "0" if args.device == "cuda" else "", "LORAG_TRAINING_METRICS_PORT": "0",
-           "OTEL_SDK_DISABLED": "true"}
+    env = {
+        "LORAG_TRAINING_PORT": str(port),
+        "LORAG_TRAINING_DATA_DIR": str(data_dir),
+        "HF_HUB_OFFLINE": "1",
+        "LORAG_TRAINING_DEVICES": "0" if args.device == "cuda" else "",
+        "LORAG_TRAINING_METRICS_PORT": "0",
+        "OTEL_SDK_DISABLED": "true",
+    }
     service = start_service("lorag_training", env)
     try:
         return asyncio.run(_train_through_service(f"127.0.0.1:{port}", args))
@@ -185,14 +209,30 @@ async def _train_through_service(address: str, args: argparse.Namespace) -> dict
     from lorag_client import TrainingClient
 
     async with TrainingClient(address) as client:
-        upload = await client.upload_dataset(TRAIN, name="behaviour", format="chat", max_length=args.max_length,
-                                             timeout=300)
+        upload = await client.upload_dataset(
+            TRAIN, name="behaviour", format="chat", max_length=args.max_length, timeout=300
+        )
         job = await client.create_job(
-            base_model=MODEL, dataset_version=upload.dataset.version, method="lora", adapter_name="bench",
-            display_name="bench", gpu_count=1 if args.device == "cuda" else 0, rank=8, alpha=16, dropout=0.05,
-            max_steps=args.steps, learning_rate=args.lr, batch_size=args.batch, gradient_accumulation_steps=1,
-            max_length=args.max_length, seed=args.seed, eval_split_fraction=0.0, warmup_ratio=0.03,
-            save_steps=10**6, logging_steps=args.steps)
+            base_model=MODEL,
+            dataset_version=upload.dataset.version,
+            method="lora",
+            adapter_name="bench",
+            display_name="bench",
+            gpu_count=1 if args.device == "cuda" else 0,
+            rank=8,
+            alpha=16,
+            dropout=0.05,
+            max_steps=args.steps,
+            learning_rate=args.lr,
+            batch_size=args.batch,
+            gradient_accumulation_steps=1,
+            max_length=args.max_length,
+            seed=args.seed,
+            eval_split_fraction=0.0,
+            warmup_ratio=0.03,
+            save_steps=10**6,
+            logging_steps=args.steps,
+        )
         watcher = PeakWatcher(job.id)
         watcher.start()
         steps, final = [], None
@@ -206,8 +246,12 @@ async def _train_through_service(address: str, args: argparse.Namespace) -> dict
             watcher.stop()
     if final is None or final.state != pb.TrainingJob.STATE_SUCCEEDED:
         raise RuntimeError(f"job ended {final}")
-    return {"tokens_per_second": steps[-1].tokens_per_second, "final_loss": steps[-1].loss,
-            "peak_rss_mib": watcher.peak or None, "cuda_max_allocated_mib": None}
+    return {
+        "tokens_per_second": steps[-1].tokens_per_second,
+        "final_loss": steps[-1].loss,
+        "peak_rss_mib": watcher.peak or None,
+        "cuda_max_allocated_mib": None,
+    }
 
 
 # -- the behaviour demo -------------------------------------------------------------------------------------
@@ -216,14 +260,22 @@ async def _train_through_service(address: str, args: argparse.Namespace) -> dict
 def run_worker(spec: dict, job_dir: Path) -> list[dict]:
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "spec.json").write_text(json.dumps(spec))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OTEL_SDK_DISABLED": "true",
-           "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
-    subprocess.run([sys.executable, "-m", "lorag_training.worker", str(job_dir / "spec.json")], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OTEL_SDK_DISABLED": "true",
+        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "lorag_training.worker", str(job_dir / "spec.json")],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return [json.loads(line) for line in (job_dir / "events.jsonl").read_text().splitlines()]
 
 
-def generate(model, tok, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:  # type: ignore[no-untyped-def]
+def generate(model: Any, tok: Any, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
     import torch
 
     tok.padding_side = "left"
@@ -231,24 +283,49 @@ def generate(model, tok, prompts: list[list[dict]], max_new_tokens: int) -> list
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-    return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def behaviour(args: argparse.Namespace) -> dict:
-    from lorag_models import resolve_model
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lorag_models import resolve_model
+
     work = Path(tempfile.mkdtemp(prefix="lorag-behaviour-"))
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    hp = {"rank": 8, "alpha": 16.0, "dropout": 0.05, "target_modules": [], "epochs": 1.0, "max_steps": args.steps,
-          "learning_rate": args.lr, "batch_size": args.batch, "gradient_accumulation_steps": 1,
-          "max_length": args.max_length, "seed": args.seed, "eval_split_fraction": 0.1, "warmup_ratio": 0.1,
-          "eval_steps": 0, "save_steps": 10**6, "logging_steps": 5}
-    spec = {"job_id": "behaviour", "base_model": MODEL, "dataset_path": str(TRAIN), "dataset_version": "demo",
-            "dataset_format": "chat", "method": "lora", "hyperparameters": hp, "adapter_name": "behaviour",
-            "output_dir": str(work / "job"), "mlflow": {"tracking_uri": uri, "registry_uri": uri,
-            "experiment": "behaviour"}, "devices": [], "display_name": "behaviour demo"}
+    hp = {
+        "rank": 8,
+        "alpha": 16.0,
+        "dropout": 0.05,
+        "target_modules": [],
+        "epochs": 1.0,
+        "max_steps": args.steps,
+        "learning_rate": args.lr,
+        "batch_size": args.batch,
+        "gradient_accumulation_steps": 1,
+        "max_length": args.max_length,
+        "seed": args.seed,
+        "eval_split_fraction": 0.1,
+        "warmup_ratio": 0.1,
+        "eval_steps": 0,
+        "save_steps": 10**6,
+        "logging_steps": 5,
+    }
+    spec = {
+        "job_id": "behaviour",
+        "base_model": MODEL,
+        "dataset_path": str(TRAIN),
+        "dataset_version": "demo",
+        "dataset_format": "chat",
+        "method": "lora",
+        "hyperparameters": hp,
+        "adapter_name": "behaviour",
+        "output_dir": str(work / "job"),
+        "mlflow": {"tracking_uri": uri, "registry_uri": uri, "experiment": "behaviour"},
+        "devices": [],
+        "display_name": "behaviour demo",
+    }
     t0 = time.perf_counter()
     events = run_worker(spec, work / "job")
     train_seconds = time.perf_counter() - t0
@@ -268,7 +345,10 @@ def behaviour(args: argparse.Namespace) -> dict:
         "heldout_prompts": len(prompts),
         "behaviour_rate_base": behaviour_rate(base),
         "behaviour_rate_adapter": behaviour_rate(tuned),
-        "samples": [{"prompt": p[-1]["content"], "base": b, "adapter": a} for p, b, a in list(zip(prompts, base, tuned))[:4]],
+        "samples": [
+            {"prompt": p[-1]["content"], "base": b, "adapter": a}
+            for p, b, a in list(zip(prompts, base, tuned, strict=True))[:4]
+        ],
     }
 
 

@@ -39,7 +39,9 @@ def load_qrels(folder: Path, split: str) -> dict[str, dict[str, int]]:
     path = folder / "qrels" / f"{split}.tsv"
     if not path.exists():
         available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
-        raise FileNotFoundError(f"no qrels for split {split!r} in {folder}; available: {', '.join(available) or 'none'}")
+        raise FileNotFoundError(
+            f"no qrels for split {split!r} in {folder}; available: {', '.join(available) or 'none'}"
+        )
     qrels: dict[str, dict[str, int]] = {}
     with path.open(encoding="utf-8") as handle:
         reader = csv.reader(handle, delimiter="\t")

@@ -11,7 +11,11 @@ from lorag.gateway.v1 import gateway_service_pb2 as pb
 from lorag_cli.output import err
 from lorag_client import GatewayClient
 
-OUTCOMES = {pb.INGEST_OUTCOME_WRITTEN: "written", pb.INGEST_OUTCOME_UNCHANGED: "unchanged", pb.INGEST_OUTCOME_FAILED: "failed"}
+OUTCOMES = {
+    pb.INGEST_OUTCOME_WRITTEN: "written",
+    pb.INGEST_OUTCOME_UNCHANGED: "unchanged",
+    pb.INGEST_OUTCOME_FAILED: "failed",
+}
 
 
 @dataclass
@@ -25,8 +29,14 @@ class IngestReport:
     failures: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        return {**self.counts, "documents": sum(self.counts.values()), "chunks": self.chunks,
-                "embedded_tokens": self.tokens, "seconds": round(self.seconds, 3), "failures": self.failures}
+        return {
+            **self.counts,
+            "documents": sum(self.counts.values()),
+            "chunks": self.chunks,
+            "embedded_tokens": self.tokens,
+            "seconds": round(self.seconds, 3),
+            "failures": self.failures,
+        }
 
 
 async def stream_documents(
@@ -41,8 +51,14 @@ async def stream_documents(
 ) -> IngestReport:
     """Send ``documents`` through one IngestDocuments stream; the bar advances as results come back."""
     report = IngestReport()
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[tally]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[tally]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err, disable=not show_progress, transient=False) as progress:
         task = progress.add_task(label, total=total, tally="")
 
@@ -60,8 +76,14 @@ async def stream_documents(
             outcome = OUTCOMES.get(result.outcome, "failed")
             report.counts[outcome] += 1
             if outcome == "failed":
-                report.failures.append({"document_id": result.document_id, "source_uri": result.source_uri,
-                                        "code": result.error_code, "reason": result.reason})
+                report.failures.append(
+                    {
+                        "document_id": result.document_id,
+                        "source_uri": result.source_uri,
+                        "code": result.error_code,
+                        "reason": result.reason,
+                    }
+                )
             tally = " ".join(f"{name} {n}" for name, n in report.counts.items() if n)
             progress.update(task, advance=1, tally=tally)
     return report

@@ -72,8 +72,14 @@ def _print_details(answer: Answer, collection: str, tenant: str) -> None:
     for column in ("", "\\[n]", "document", "chars", "score", "title"):
         table.add_column(column, overflow="fold")
     for c in answer.citations:
-        table.add_row("*" if c.cited_in_answer else "", f"[{c.passage_number}]", c.document_id,
-                      f"{c.char_start}-{c.char_end}", f"{c.score:.3f}", c.title)
+        table.add_row(
+            "*" if c.cited_in_answer else "",
+            f"[{c.passage_number}]",
+            c.document_id,
+            f"{c.char_start}-{c.char_end}",
+            f"{c.score:.3f}",
+            c.title,
+        )
     out.print(table)
     timing = answer.timing
     adapter = f" + {answer.adapter}" if answer.adapter else ""

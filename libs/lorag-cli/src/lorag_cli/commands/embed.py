@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from lorag.embedding.v1 import embedding_service_pb2
 from lorag_cli.output import out, print_json, run_rpc, to_dict
 from lorag_client import EmbeddingClient
 
@@ -15,16 +16,20 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def embed(
         texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],
-        query: Annotated[bool, typer.Option("--query", help="Embed as search queries (the model's query prompt).")] = False,
+        query: Annotated[
+            bool, typer.Option("--query", help="Embed as search queries (the model's query prompt).")
+        ] = False,
         no_truncate: Annotated[bool, typer.Option("--no-truncate", help="Refuse texts over the token limit.")] = False,
         address: Annotated[str | None, typer.Option(help="host:port of the embedding service.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the full response as JSON.")] = False,
     ) -> None:
         """Embed TEXTS and show each vector's size, norm and first components, with timings."""
 
-        async def call():  # type: ignore[no-untyped-def]
-            async with EmbeddingClient(address) as client:
-                return await client.embed(texts, input_type="query" if query else "document", truncate=not no_truncate)
+        async def call() -> embedding_service_pb2.EmbedResponse:
+            async with EmbeddingClient(address) as client:  # embed_all: any number of texts, in service-sized calls
+                return await client.embed_all(
+                    texts, input_type="query" if query else "document", truncate=not no_truncate
+                )
 
         response = run_rpc(call)
         if as_json:

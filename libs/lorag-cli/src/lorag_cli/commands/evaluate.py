@@ -24,9 +24,10 @@ from lorag_cli.beir import distinct_documents, evaluate, iter_corpus, load_qrels
 from lorag_cli.ingesting import IngestReport, stream_documents
 from lorag_cli.output import err, out, print_json, run_rpc
 from lorag_client import GatewayClient, document, retrieval_options
+from lorag_client.retrieval import Mode
 
 # Mode → (search mode, rerank).
-MODES: dict[str, tuple[str, bool]] = {
+MODES: dict[str, tuple[Mode, bool]] = {
     "dense": ("dense", False),
     "keyword": ("keyword", False),
     "hybrid": ("hybrid", False),
@@ -36,8 +37,16 @@ MODES: dict[str, tuple[str, bool]] = {
 eval_app = typer.Typer(help="Measure lorag's quality on standard data.", no_args_is_help=True)
 
 
-async def _run_mode(gateway: GatewayClient, mode: str, queries: dict[str, str], collection: str, tenant: str,
-                    concurrency: int, rerank_depth: int, progress: Progress) -> dict[str, list[str]]:
+async def _run_mode(
+    gateway: GatewayClient,
+    mode: str,
+    queries: dict[str, str],
+    collection: str,
+    tenant: str,
+    concurrency: int,
+    rerank_depth: int,
+    progress: Progress,
+) -> dict[str, list[str]]:
     search, rerank = MODES[mode]
     first_stage = retrieval_options(mode=search, top_k=100, rerank=False)
     head = retrieval_options(mode=search, top_k=rerank_depth, candidate_count=rerank_depth, rerank=True)
@@ -88,10 +97,17 @@ def retrieval(
 
     async def call() -> tuple[IngestReport, dict[str, dict[str, float]]]:
         async with GatewayClient(timeout=300) as gateway:
-            documents = (document(tenant=tenant, collection=name, id=d.id, title=d.title, text=f"{d.title}\n\n{d.text}")
-                         for d in corpus)
-            report = await stream_documents(gateway, documents, len(corpus), label="ingesting corpus",
-                                            chunking=pb.ChunkingOptions(max_tokens=max_tokens))
+            documents = (
+                document(tenant=tenant, collection=name, id=d.id, title=d.title, text=f"{d.title}\n\n{d.text}")
+                for d in corpus
+            )
+            report = await stream_documents(
+                gateway,
+                documents,
+                len(corpus),
+                label="ingesting corpus",
+                chunking=pb.ChunkingOptions(max_tokens=max_tokens),
+            )
             scores = {}
             with Progress(console=err) as progress:
                 for m in modes:
@@ -100,9 +116,11 @@ def retrieval(
             return report, scores
 
     report, scores = run_rpc(call)
-    err.print(f"corpus: {sum(report.counts.values())} documents ({report.counts['written']} written, "
-              f"{report.counts['unchanged']} unchanged, {report.counts['failed']} failed); "
-              f"{len(queries)} {split} queries")
+    err.print(
+        f"corpus: {sum(report.counts.values())} documents ({report.counts['written']} written, "
+        f"{report.counts['unchanged']} unchanged, {report.counts['failed']} failed); "
+        f"{len(queries)} {split} queries"
+    )
     if as_json:
         for m in modes:
             print_json({"mode": m, **scores[m], "queries": len(queries)})

@@ -20,7 +20,9 @@ def result_json(text: str, summary: Any, total_ms: float) -> dict[str, Any]:
     return {
         "text": text,
         "adapter": (
-            {"name": adapter.name, "version": adapter.version, "alias": adapter.alias} if summary.HasField("adapter") else None
+            {"name": adapter.name, "version": adapter.version, "alias": adapter.alias}
+            if summary.HasField("adapter")
+            else None
         ),
         "finish_reason": FINISH_REASONS.get(summary.finish_reason) or "unspecified",
         "usage": {
@@ -43,7 +45,9 @@ def register(app: typer.Typer) -> None:
     def generate(
         prompt: Annotated[str, typer.Argument(help="What to ask; sent as one user message (chat template applied).")],
         adapter: Annotated[str, typer.Option(help="LoRA adapter: name, name@alias or name@version.")] = "",
-        max_new_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate (service default 256).")] = None,
+        max_new_tokens: Annotated[
+            int | None, typer.Option(help="Most tokens to generate (service default 256).")
+        ] = None,
         temperature: Annotated[float | None, typer.Option(help="0 = greedy; unset = the model's default.")] = None,
         seed: Annotated[int | None, typer.Option(help="Random seed, for a reproducible sampled answer.")] = None,
         address: Annotated[str | None, typer.Option(help="host:port of the generation service.")] = None,
@@ -51,7 +55,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate an answer to PROMPT, streamed to the terminal as it is decoded."""
 
-        async def call():  # type: ignore[no-untyped-def]
+        async def call() -> tuple[str, Any, float]:
             started = time.perf_counter()
             parts: list[str] = []
             summary = None

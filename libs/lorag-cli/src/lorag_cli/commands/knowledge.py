@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 from rich.table import Table
 
 from lorag.common.v1 import common_pb2
+from lorag.gateway.v1 import gateway_service_pb2
 from lorag_cli.folder import iter_folder, iter_folder_paths, removed
 from lorag_cli.ingesting import IngestReport, stream_documents
 from lorag_cli.output import err, out, print_json, run_rpc, to_dict
@@ -19,10 +21,16 @@ Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant (one per cus
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
-def _documents(path: Path, collection: str, tenant: str):  # type: ignore[no-untyped-def]
+def _documents(path: Path, collection: str, tenant: str) -> Iterator[gateway_service_pb2.Document]:
     for file in iter_folder(path):
-        yield document(tenant=tenant, collection=collection, id=file.document_id, source_uri=file.source_uri,
-                       data=file.data, mime_type=file.mime_type)
+        yield document(
+            tenant=tenant,
+            collection=collection,
+            id=file.document_id,
+            source_uri=file.source_uri,
+            data=file.data,
+            mime_type=file.mime_type,
+        )
 
 
 def _print_report(report: IngestReport, as_json: bool, deleted: list[str] | None = None) -> None:
@@ -30,14 +38,19 @@ def _print_report(report: IngestReport, as_json: bool, deleted: list[str] | None
     if as_json:
         print_json(data)
     else:
-        line = (f"{data['documents']} documents: {report.counts['written']} written, {report.counts['unchanged']} "
-                f"unchanged, {report.counts['failed']} failed; {report.chunks} chunks in {report.seconds:.1f} s")
+        line = (
+            f"{data['documents']} documents: {report.counts['written']} written, {report.counts['unchanged']} "
+            f"unchanged, {report.counts['failed']} failed; {report.chunks} chunks in {report.seconds:.1f} s"
+        )
         if deleted is not None:
             line += f"; {len(deleted)} deleted"
         out.print(line)
         for failure in report.failures:
-            err.print(f"[red]failed[/red] {failure['source_uri'] or failure['document_id']}: "
-                      f"{failure['code']}: {failure['reason']}", highlight=False)
+            err.print(
+                f"[red]failed[/red] {failure['source_uri'] or failure['document_id']}: "
+                f"{failure['code']}: {failure['reason']}",
+                highlight=False,
+            )
     if report.failures:
         raise typer.Exit(1)
 
@@ -56,8 +69,9 @@ def register(app: typer.Typer) -> None:
 
         async def call() -> IngestReport:
             async with GatewayClient() as gateway:
-                return await stream_documents(gateway, _documents(path, collection, tenant), total, force=force,
-                                              show_progress=not as_json)
+                return await stream_documents(
+                    gateway, _documents(path, collection, tenant), total, force=force, show_progress=not as_json
+                )
 
         _print_report(run_rpc(call), as_json)
 
@@ -73,8 +87,13 @@ def register(app: typer.Typer) -> None:
 
         async def call() -> tuple[IngestReport, list[str]]:
             async with GatewayClient() as gateway, IndexerClient() as indexer:
-                report = await stream_documents(gateway, _documents(path, collection, tenant), len(local),
-                                                label="syncing", show_progress=not as_json)
+                report = await stream_documents(
+                    gateway,
+                    _documents(path, collection, tenant),
+                    len(local),
+                    label="syncing",
+                    show_progress=not as_json,
+                )
                 try:
                     indexed = [d.document_id async for d in indexer.iter_documents(collection, tenant)]
                 except NotFound:
@@ -96,7 +115,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Delete documents, with all their chunks."""
 
-        async def call():  # type: ignore[no-untyped-def]
+        async def call() -> gateway_service_pb2.DeleteDocumentsResponse:
             async with GatewayClient() as gateway:
                 return await gateway.delete_documents(collection, tenant, document_ids)
 
@@ -113,7 +132,9 @@ def register(app: typer.Typer) -> None:
         tenant: Tenant = "default",
         mode: Annotated[str, typer.Option(help="dense, keyword or hybrid.")] = "hybrid",
         top_k: Annotated[int, typer.Option("--top-k", "-k", help="Passages to return (1-100).")] = 5,
-        rerank: Annotated[bool | None, typer.Option("--rerank/--no-rerank", help="Rerank (default: the service's).")] = None,
+        rerank: Annotated[
+            bool | None, typer.Option("--rerank/--no-rerank", help="Rerank (default: the service's).")
+        ] = None,
         mmr: Annotated[bool, typer.Option(help="Drop near-duplicate passages (MMR).")] = False,
         as_json: Json = False,
     ) -> None:
@@ -121,10 +142,11 @@ def register(app: typer.Typer) -> None:
         if mode not in ("dense", "keyword", "hybrid"):
             raise typer.BadParameter("use dense, keyword or hybrid", param_hint="--mode")
 
-        async def call():  # type: ignore[no-untyped-def]
+        async def call() -> gateway_service_pb2.RetrieveResponse:
             async with GatewayClient() as gateway:
-                return await gateway.retrieve(query, collection=collection, tenant=tenant, mode=mode, top_k=top_k,
-                                              rerank=rerank, mmr=mmr)
+                return await gateway.retrieve(
+                    query, collection=collection, tenant=tenant, mode=mode, top_k=top_k, rerank=rerank, mmr=mmr
+                )
 
         response = run_rpc(call)
         if as_json:
@@ -135,8 +157,13 @@ def register(app: typer.Typer) -> None:
             table.add_column(column, overflow="fold")
         for rank, hit in enumerate(response.chunks, 1):
             chunk = hit.chunk
-            table.add_row(str(rank), f"{hit.score:.3f}", chunk.document_id, f"{chunk.char_start}-{chunk.char_end}",
-                          chunk.text[:160].replace("\n", " "))
+            table.add_row(
+                str(rank),
+                f"{hit.score:.3f}",
+                chunk.document_id,
+                f"{chunk.char_start}-{chunk.char_end}",
+                chunk.text[:160].replace("\n", " "),
+            )
         out.print(table)
         for degradation in response.degradations:
             stage = common_pb2.RetrievalStage.Name(degradation.stage).removeprefix("RETRIEVAL_STAGE_").lower()

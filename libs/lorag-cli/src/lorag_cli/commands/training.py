@@ -6,7 +6,7 @@ JSON output uses the proto field names; job states are shown without their "STAT
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -20,13 +20,21 @@ from lorag_client.training import TERMINAL_STATES, guess_format, state_name
 Address = Annotated[str | None, typer.Option(help="host:port of the training service (else LORAG_TRAINING_ADDRESS).")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 MAX_ISSUES_SHOWN = 100
+DatasetFormat = Literal["chat", "completion"]
+Method = Literal["lora", "qlora", "dora"]
 
 
 def _strip_states(data: Any) -> Any:
     """Replace "STATE_X" values of state fields with "X", recursively."""
     if isinstance(data, dict):
-        return {k: (v.removeprefix("STATE_") if k in ("state", "previous_state") and isinstance(v, str)
-                    else _strip_states(v)) for k, v in data.items()}
+        return {
+            k: (
+                v.removeprefix("STATE_")
+                if k in ("state", "previous_state") and isinstance(v, str)
+                else _strip_states(v)
+            )
+            for k, v in data.items()
+        }
     if isinstance(data, list):
         return [_strip_states(v) for v in data]
     return data
@@ -37,16 +45,18 @@ def job_json(job: pb.TrainingJob) -> dict[str, Any]:
 
 
 def _format_name(value: int) -> str:
-    return pb.DatasetFormat.Name(value).removeprefix("DATASET_FORMAT_").lower()
+    return pb.DatasetFormat.Name(pb.DatasetFormat.ValueType(value)).removeprefix("DATASET_FORMAT_").lower()
 
 
 def _print_dataset(dataset: pb.Dataset) -> None:
     stats = dataset.token_statistics
     report = dataset.validation_report
     out.print(f"[bold]{dataset.name}[/bold] {dataset.version or '(not stored)'}")
-    out.print(f"  {_format_name(dataset.format)}, {dataset.row_count} rows, {dataset.size_bytes} bytes; tokens "
-              f"({stats.tokenizer}): total {stats.total_tokens}, min {stats.min_tokens}, mean {stats.mean_tokens:.1f},"
-              f" p95 {stats.p95_tokens}, max {stats.max_tokens}; {stats.truncated_rows} rows over {stats.max_length}")
+    out.print(
+        f"  {_format_name(dataset.format)}, {dataset.row_count} rows, {dataset.size_bytes} bytes; tokens "
+        f"({stats.tokenizer}): total {stats.total_tokens}, min {stats.min_tokens}, mean {stats.mean_tokens:.1f},"
+        f" p95 {stats.p95_tokens}, max {stats.max_tokens}; {stats.truncated_rows} rows over {stats.max_length}"
+    )
     out.print(f"  {report.error_count} errors, {report.warning_count} warnings")
     for issue in list(report.issues)[:MAX_ISSUES_SHOWN]:
         colour = "red" if issue.severity == pb.SEVERITY_ERROR else "yellow"
@@ -60,8 +70,14 @@ def _print_dataset(dataset: pb.Dataset) -> None:
 def _job_row(job: pb.TrainingJob) -> list[str]:
     progress = f"{job.progress.step}/{job.progress.total_steps}" if job.progress.total_steps else ""
     adapter = f"{job.result_adapter.name}@{job.result_adapter.version}" if job.result_adapter.version else ""
-    return [job.id, state_name(job.state), job.adapter_name, progress,
-            f"{job.latest_metrics.loss:.4f}" if job.HasField("latest_metrics") else "", adapter]
+    return [
+        job.id,
+        state_name(job.state),
+        job.adapter_name,
+        progress,
+        f"{job.latest_metrics.loss:.4f}" if job.HasField("latest_metrics") else "",
+        adapter,
+    ]
 
 
 def _jobs_table(jobs: list[pb.TrainingJob], title: str) -> Table:
@@ -105,9 +121,16 @@ def _event_line(event: pb.JobEvent) -> str:
 
 async def _follow(client: TrainingClient, job_id: str, show_progress: bool) -> pb.TrainingJob:
     """Watch a job to its end (resuming a dropped stream), with a live progress bar when asked."""
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-                        TextColumn("{task.fields[stats]}"),
-                        TimeElapsedColumn(), console=err, disable=not show_progress, transient=False)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not show_progress,
+        transient=False,
+    )
     last = 0
     with progress:
         task = progress.add_task(job_id, total=None, stats="queued")
@@ -120,9 +143,12 @@ async def _follow(client: TrainingClient, job_id: str, show_progress: bool) -> p
                         m = event.step_metrics
                         eta = f" ETA {m.eta.seconds}s" if m.HasField("eta") else ""
                         total = progress.tasks[0].total or m.step  # unknown (None) until the worker reports it
-                        progress.update(task, completed=m.step, total=total,
-                                        stats=f"step {m.step}/{total:.0f} loss {m.loss:.4f} "
-                                        f"{m.tokens_per_second:.0f} tok/s{eta}")
+                        progress.update(
+                            task,
+                            completed=m.step,
+                            total=total,
+                            stats=f"step {m.step}/{total:.0f} loss {m.loss:.4f} {m.tokens_per_second:.0f} tok/s{eta}",
+                        )
                     elif kind in ("state_change", "log"):  # the total is known once the worker has started
                         job = await client.get_job(job_id)
                         if job.progress.total_steps:
@@ -166,7 +192,9 @@ def register(app: typer.Typer) -> None:
         format: Annotated[str | None, typer.Option("--format", help="chat or completion (default: guessed).")] = None,  # noqa: A002
         base_model: Annotated[str, typer.Option(help="Model whose tokenizer measures rows (default: service's).")] = "",
         max_length: Annotated[int | None, typer.Option(help="Length the truncation count refers to (2048).")] = None,
-        validate_only: Annotated[bool, typer.Option("--validate-only", help="Check and measure; store nothing.")] = False,
+        validate_only: Annotated[
+            bool, typer.Option("--validate-only", help="Check and measure; store nothing.")
+        ] = False,
         address: Address = None,
         as_json: Json = False,
     ) -> None:
@@ -176,8 +204,14 @@ def register(app: typer.Typer) -> None:
 
         async def call() -> pb.UploadDatasetResponse:
             async with TrainingClient(address) as client:
-                return await client.upload_dataset(file, name=name, format=format, base_model=base_model,  # type: ignore[arg-type]
-                                                   max_length=max_length, validate_only=validate_only)
+                return await client.upload_dataset(
+                    file,
+                    name=name,
+                    format=cast(DatasetFormat | None, format),
+                    base_model=base_model,
+                    max_length=max_length,
+                    validate_only=validate_only,
+                )
 
         response = run_rpc(call)
         if as_json:
@@ -209,9 +243,15 @@ def register(app: typer.Typer) -> None:
         for column in ("name", "version", "format", "rows", "tokens", "errors", "created"):
             table.add_column(column, overflow="fold")
         for d in response.datasets:
-            table.add_row(d.name, d.version[:16], _format_name(d.format), str(d.row_count),
-                          str(d.token_statistics.total_tokens), str(d.validation_report.error_count),
-                          d.create_time.ToDatetime().isoformat(timespec="seconds"))
+            table.add_row(
+                d.name,
+                d.version[:16],
+                _format_name(d.format),
+                str(d.row_count),
+                str(d.token_statistics.total_tokens),
+                str(d.validation_report.error_count),
+                d.create_time.ToDatetime().isoformat(timespec="seconds"),
+            )
         out.print(table)
 
     @datasets.command("get")
@@ -237,19 +277,29 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def train(
-        dataset: Annotated[str, typer.Option("--dataset", help="A dataset version (or 12+ digit prefix), or a JSONL "
-                                             "file to upload first.")],
+        dataset: Annotated[
+            str,
+            typer.Option("--dataset", help="A dataset version (or 12+ digit prefix), or a JSONL file to upload first."),
+        ],
         name: Annotated[str, typer.Option("--name", help="The adapter name the result is registered under.")],
         method: Annotated[str, typer.Option(help="lora, qlora (GPU) or dora.")] = "lora",
         epochs: Annotated[float | None, typer.Option(help="Passes over the data (default 1).")] = None,
-        learning_rate: Annotated[float | None, typer.Option("--learning-rate", help="Peak learning rate (2e-4).")] = None,
+        learning_rate: Annotated[
+            float | None, typer.Option("--learning-rate", help="Peak learning rate (2e-4).")
+        ] = None,
         rank: Annotated[int | None, typer.Option(help="LoRA rank (8).")] = None,
-        max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps, overriding epochs.")] = None,
+        max_steps: Annotated[
+            int | None, typer.Option("--max-steps", help="Optimizer steps, overriding epochs.")
+        ] = None,
         batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per device per step (4).")] = None,
-        max_length: Annotated[int | None, typer.Option("--max-length", help="Longest sequence in tokens (2048).")] = None,
+        max_length: Annotated[
+            int | None, typer.Option("--max-length", help="Longest sequence in tokens (2048).")
+        ] = None,
         save_steps: Annotated[int | None, typer.Option("--save-steps", help="Checkpoint every N steps.")] = None,
         base_model: Annotated[str, typer.Option("--base-model", help="Base model id or path (default SmolLM2).")] = "",
-        gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs to train on (default: 1 if any, else CPU).")] = None,
+        gpus: Annotated[
+            int | None, typer.Option("--gpus", help="GPUs to train on (default: 1 if any, else CPU).")
+        ] = None,
         priority: Annotated[int, typer.Option(help="-100..100; higher starts first.")] = 0,
         wait: Annotated[bool, typer.Option("--wait", help="Follow the job with a progress bar until it ends.")] = False,
         address: Address = None,
@@ -258,26 +308,42 @@ def register(app: typer.Typer) -> None:
         """Fine-tune an adapter. Returns the queued job, or with --wait the finished one (exit 1 unless SUCCEEDED)."""
         if method not in ("lora", "qlora", "dora"):
             raise typer.BadParameter("use lora, qlora or dora", param_hint="--method")
-        hyperparameters = {"epochs": epochs, "learning_rate": learning_rate, "rank": rank, "max_steps": max_steps,
-                           "batch_size": batch_size, "max_length": max_length, "save_steps": save_steps}
+        hyperparameters: dict[str, Any] = {
+            "epochs": epochs,
+            "learning_rate": learning_rate,
+            "rank": rank,
+            "max_steps": max_steps,
+            "batch_size": batch_size,
+            "max_length": max_length,
+            "save_steps": save_steps,
+        }
 
         async def call() -> pb.TrainingJob:
             async with TrainingClient(address) as client:
                 version = dataset
                 path = Path(dataset)
                 if path.is_file():
-                    uploaded = await client.upload_dataset(path, format=guess_format(path), base_model=base_model,
-                                                           max_length=max_length)
+                    uploaded = await client.upload_dataset(
+                        path, format=guess_format(path), base_model=base_model, max_length=max_length
+                    )
                     if uploaded.dataset.validation_report.error_count:
                         _print_dataset(uploaded.dataset)
                         raise typer.Exit(1)
                     version = uploaded.dataset.version
                     if not as_json:
-                        out.print(f"dataset {uploaded.dataset.name} {version[:16]} "
-                                  f"({'uploaded' if uploaded.created else 'already stored'})")
-                job = await client.create_job(dataset_version=version, adapter_name=name, base_model=base_model,
-                                              method=method, priority=priority, gpu_count=gpus,  # type: ignore[arg-type]
-                                              **{k: v for k, v in hyperparameters.items() if v is not None})
+                        out.print(
+                            f"dataset {uploaded.dataset.name} {version[:16]} "
+                            f"({'uploaded' if uploaded.created else 'already stored'})"
+                        )
+                job = await client.create_job(
+                    dataset_version=version,
+                    adapter_name=name,
+                    base_model=base_model,
+                    method=cast(Method, method),
+                    priority=priority,
+                    gpu_count=gpus,
+                    **{k: v for k, v in hyperparameters.items() if v is not None},
+                )
                 if not wait:
                     return job
                 if not as_json:
@@ -296,7 +362,9 @@ def register(app: typer.Typer) -> None:
 
     @jobs.command("list")
     def jobs_list(
-        state: Annotated[list[str] | None, typer.Option("--state", help="Only jobs in this state (repeatable).")] = None,
+        state: Annotated[
+            list[str] | None, typer.Option("--state", help="Only jobs in this state (repeatable).")
+        ] = None,
         adapter: Annotated[str, typer.Option(help="Only jobs registering this adapter name.")] = "",
         limit: Annotated[int, typer.Option(help="Most jobs to show.")] = 100,
         address: Address = None,
@@ -305,7 +373,7 @@ def register(app: typer.Typer) -> None:
         """Training jobs, newest first."""
         states = [s.upper() for s in state or []]
         for s in states:
-            if "STATE_" + s.removeprefix("STATE_") not in pb.TrainingJob.State.keys():
+            if "STATE_" + s.removeprefix("STATE_") not in pb.TrainingJob.State.DESCRIPTOR.values_by_name:
                 raise typer.BadParameter("use QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED", param_hint="--state")
 
         async def call() -> pb.ListTrainingJobsResponse:
@@ -314,14 +382,19 @@ def register(app: typer.Typer) -> None:
 
         response = run_rpc(call)
         if as_json:
-            print_json({"training_jobs": [job_json(j) for j in response.training_jobs],
-                        "next_page_token": response.next_page_token})
+            print_json(
+                {
+                    "training_jobs": [job_json(j) for j in response.training_jobs],
+                    "next_page_token": response.next_page_token,
+                }
+            )
         else:
             out.print(_jobs_table(list(response.training_jobs), f"{len(response.training_jobs)} jobs"))
 
     @jobs.command("get")
-    def jobs_get(job_id: Annotated[str, typer.Argument(help="Job id.")], address: Address = None,
-                 as_json: Json = False) -> None:
+    def jobs_get(
+        job_id: Annotated[str, typer.Argument(help="Job id.")], address: Address = None, as_json: Json = False
+    ) -> None:
         """One job: state, progress, metrics, result or error."""
 
         async def call() -> pb.TrainingJob:
@@ -358,8 +431,9 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @jobs.command("cancel")
-    def jobs_cancel(job_id: Annotated[str, typer.Argument(help="Job id.")], address: Address = None,
-                    as_json: Json = False) -> None:
+    def jobs_cancel(
+        job_id: Annotated[str, typer.Argument(help="Job id.")], address: Address = None, as_json: Json = False
+    ) -> None:
         """Cancel a queued or running job (a running one stops within seconds)."""
 
         async def call() -> pb.TrainingJob:
@@ -396,13 +470,23 @@ def register(app: typer.Typer) -> None:
             table.add_column(column, overflow="fold")
         for v in response.adapter_versions:
             loss = v.lineage.eval_metrics.get("eval_loss")
-            table.add_row(v.name, v.version, ", ".join(v.aliases), v.lineage.dataset_version[:12], v.lineage.job_id,
-                          f"{loss:.4f}" if loss is not None else "", v.source_uri)
+            table.add_row(
+                v.name,
+                v.version,
+                ", ".join(v.aliases),
+                v.lineage.dataset_version[:12],
+                v.lineage.job_id,
+                f"{loss:.4f}" if loss is not None else "",
+                v.source_uri,
+            )
         out.print(table)
 
     @adapters.command("get")
-    def adapters_get(reference: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME@VERSION.")],
-                     address: Address = None, as_json: Json = False) -> None:
+    def adapters_get(
+        reference: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME@VERSION.")],
+        address: Address = None,
+        as_json: Json = False,
+    ) -> None:
         """Resolve a reference to one version."""
 
         async def call() -> pb.AdapterVersion:
@@ -438,8 +522,9 @@ def register(app: typer.Typer) -> None:
             out.print(f"{name}@{alias} -> version {result.version}")
 
     @adapters.command("unalias")
-    def adapters_unalias(target: Annotated[str, typer.Argument(help="NAME@ALIAS to remove.")],
-                         address: Address = None) -> None:
+    def adapters_unalias(
+        target: Annotated[str, typer.Argument(help="NAME@ALIAS to remove.")], address: Address = None
+    ) -> None:
         """Remove an alias; the version it pointed at stays."""
         name, _, alias = target.partition("@")
         if not name or not alias:

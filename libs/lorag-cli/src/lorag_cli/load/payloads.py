@@ -172,7 +172,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"(])")
 def sentences_from_markdown(text: str) -> list[str]:
     """Prose sentences of a markdown text: code blocks, tables and headings dropped, links reduced to their text."""
     text = _LINK.sub(r"\1", _FENCE.sub("\n", text))
-    paragraphs, current = [], []
+    paragraphs: list[str] = []
+    current: list[str] = []
     for line in text.splitlines():
         stripped = line.strip()
         if not stripped or stripped.startswith(("#", "|", "```", "<")):
@@ -236,8 +237,14 @@ def load_chunk(
 ) -> indexer_service_pb2.ChunkRecord:
     """A chunk as the ingest path writes it: an id derived from where it lives, and its text's hash."""
     chunk_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{collection}/{tenant}/{document_id}/{index}"))
-    record = chunk_record(chunk_id, document_id, text, vector, chunk_index=chunk_index,
-                          content_sha256=hashlib.sha256(text.encode()).hexdigest())
+    record = chunk_record(
+        chunk_id,
+        document_id,
+        text,
+        vector,
+        chunk_index=chunk_index,
+        content_sha256=hashlib.sha256(text.encode()).hexdigest(),
+    )
     record.chunk.tenant, record.chunk.collection = tenant, collection
     return record
 
@@ -296,8 +303,11 @@ def messages(service: str) -> Any:
     return importlib.import_module(f"lorag.{service}.v1.{service}_service_pb2")
 
 
-SEARCH_MODES = {"dense": common_pb2.SEARCH_MODE_VECTOR, "keyword": common_pb2.SEARCH_MODE_KEYWORD,
-                "hybrid": common_pb2.SEARCH_MODE_HYBRID}
+SEARCH_MODES = {
+    "dense": common_pb2.SEARCH_MODE_VECTOR,
+    "keyword": common_pb2.SEARCH_MODE_KEYWORD,
+    "hybrid": common_pb2.SEARCH_MODE_HYBRID,
+}
 
 
 def retrieval_options(options: LoadOptions) -> common_pb2.RetrievalOptions:
@@ -316,13 +326,15 @@ def completion_dataset(text: TextSource, rows: int) -> bytes:
 
 
 def upload_requests(pb: Any, name: str, data: bytes) -> Iterator[Any]:
-    yield pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(
-        name=name, format=pb.DATASET_FORMAT_COMPLETION, description=LOAD_DESCRIPTION))
+    yield pb.UploadDatasetRequest(
+        metadata=pb.DatasetMetadata(name=name, format=pb.DATASET_FORMAT_COMPLETION, description=LOAD_DESCRIPTION)
+    )
     yield pb.UploadDatasetRequest(data=data)
 
 
-async def build_workload(service: str, rpc: str | None, client: ServiceClient, options: LoadOptions,
-                         addresses: Callable[[str], str]) -> Workload:
+async def build_workload(
+    service: str, rpc: str | None, client: ServiceClient, options: LoadOptions, addresses: Callable[[str], str]
+) -> Workload:
     """The workload of ``service``'s ``rpc`` over ``client`` (the service's SDK client, made with
     ``retries=False``), after its prepare step; ``addresses(svc)`` finds the other services prepare may use."""
     from lorag_cli.load import prepare
@@ -345,8 +357,11 @@ async def build_workload(service: str, rpc: str | None, client: ServiceClient, o
     build: Callable[[int], Any]
     match service, spec.name:
         case "embedding", "Embed":
-            build = pool(lambda i: pb.EmbedRequest(texts=[text.passage() for _ in range(options.batch)],
-                                                   input_type=pb.INPUT_TYPE_DOCUMENT))
+            build = pool(
+                lambda i: pb.EmbedRequest(
+                    texts=[text.passage() for _ in range(options.batch)], input_type=pb.INPUT_TYPE_DOCUMENT
+                )
+            )
         case "embedding", "Info":
             build = pool(lambda i: pb.InfoRequest())
         case "indexer", "Search":
@@ -354,10 +369,16 @@ async def build_workload(service: str, rpc: str | None, client: ServiceClient, o
             vectors, how = await prepare.query_vectors(options, queries, other)
             notes.append(how)
             mode = SEARCH_MODES[options.mode]
-            build = pool(lambda i: pb.SearchRequest(
-                collection=options.collection, tenant=options.tenant, mode=mode, limit=options.top_k,
-                query_text=queries[i % len(queries)] if mode != common_pb2.SEARCH_MODE_VECTOR else "",
-                query_vector=vectors[i % len(vectors)] if mode != common_pb2.SEARCH_MODE_KEYWORD else []))
+            build = pool(
+                lambda i: pb.SearchRequest(
+                    collection=options.collection,
+                    tenant=options.tenant,
+                    mode=mode,
+                    limit=options.top_k,
+                    query_text=queries[i % len(queries)] if mode != common_pb2.SEARCH_MODE_VECTOR else "",
+                    query_vector=vectors[i % len(vectors)] if mode != common_pb2.SEARCH_MODE_KEYWORD else [],
+                )
+            )
         case "indexer", "GetCollection":
             build = pool(lambda i: pb.GetCollectionRequest(name=options.collection))
         case "indexer", "ListCollections":
@@ -365,66 +386,122 @@ async def build_workload(service: str, rpc: str | None, client: ServiceClient, o
         case "indexer", "ListTenants":
             build = pool(lambda i: pb.ListTenantsRequest(collection=options.collection, page_size=20))
         case "indexer", "ListDocuments":
-            build = pool(lambda i: pb.ListDocumentsRequest(collection=options.collection, tenant=options.tenant,
-                                                           page_size=20))
+            build = pool(
+                lambda i: pb.ListDocumentsRequest(collection=options.collection, tenant=options.tenant, page_size=20)
+            )
         case "indexer", "BatchGetDocumentStates":
             listed = await cast(IndexerClient, client).list_documents(
-                options.collection, options.tenant, page_size=50, timeout=options.timeout)
+                options.collection, options.tenant, page_size=50, timeout=options.timeout
+            )
             ids = [d.document_id for d in listed.documents] or ["absent"]
-            build = pool(lambda i: pb.BatchGetDocumentStatesRequest(
-                collection=options.collection, tenant=options.tenant,
-                document_ids=ids[: 1 + i % len(ids)] + [f"absent-{i}"]))
+            build = pool(
+                lambda i: pb.BatchGetDocumentStatesRequest(
+                    collection=options.collection,
+                    tenant=options.tenant,
+                    document_ids=[*ids[: 1 + i % len(ids)], f"absent-{i}"],
+                )
+            )
         case "indexer", "UpsertChunks":
-            collection = await cast(IndexerClient, client).get_collection(options.collection,
-                                                                          timeout=options.timeout)
+            collection = await cast(IndexerClient, client).get_collection(options.collection, timeout=options.timeout)
             dims = collection.vector_dimensions
             rng = random.Random(options.seed)
-            notes.append(f"UpsertChunks writes 8 chunks per call into documents load-upsert-<n> of "
-                         f"{options.collection}/{options.tenant} (random unit vectors, {dims} dimensions)")
+            notes.append(
+                f"UpsertChunks writes 8 chunks per call into documents load-upsert-<n> of "
+                f"{options.collection}/{options.tenant} (random unit vectors, {dims} dimensions)"
+            )
 
             def upsert(i: int) -> Any:
                 document_id = f"load-upsert-{i}"
-                chunks = [load_chunk(options.collection, options.tenant, document_id, index, text.passage(2),
-                                     random_unit_vector(dims, rng), chunk_index=index) for index in range(8)]
+                chunks = [
+                    load_chunk(
+                        options.collection,
+                        options.tenant,
+                        document_id,
+                        index,
+                        text.passage(2),
+                        random_unit_vector(dims, rng),
+                        chunk_index=index,
+                    )
+                    for index in range(8)
+                ]
                 return pb.UpsertChunksRequest(collection=options.collection, tenant=options.tenant, chunks=chunks)
 
             build = upsert
         case "retrieval", "Retrieve":
-            build = pool(lambda i: pb.RetrieveRequest(query=text.query(), tenant=options.tenant,
-                                                      collection=options.collection,
-                                                      options=retrieval_options(options)))
+            build = pool(
+                lambda i: pb.RetrieveRequest(
+                    query=text.query(),
+                    tenant=options.tenant,
+                    collection=options.collection,
+                    options=retrieval_options(options),
+                )
+            )
         case "retrieval", "Rerank":
-            build = pool(lambda i: pb.RerankRequest(query=text.query(),
-                                                    passages=[text.passage(2) for _ in range(8 * options.batch)]))
+            build = pool(
+                lambda i: pb.RerankRequest(
+                    query=text.query(), passages=[text.passage(2) for _ in range(8 * options.batch)]
+                )
+            )
         case "gateway", "Retrieve":
-            build = pool(lambda i: pb.RetrieveRequest(query=text.query(), tenant=options.tenant,
-                                                      collection=options.collection,
-                                                      options=retrieval_options(options)))
+            build = pool(
+                lambda i: pb.RetrieveRequest(
+                    query=text.query(),
+                    tenant=options.tenant,
+                    collection=options.collection,
+                    options=retrieval_options(options),
+                )
+            )
         case "gateway", "Ask":
-            build = pool(lambda i: pb.AskRequest(question=text.query(), tenant=options.tenant,
-                                                 collection=options.collection, retrieval=retrieval_options(options),
-                                                 adapter=options.adapter, sampling=sampling(options, i)))
+            build = pool(
+                lambda i: pb.AskRequest(
+                    question=text.query(),
+                    tenant=options.tenant,
+                    collection=options.collection,
+                    retrieval=retrieval_options(options),
+                    adapter=options.adapter,
+                    sampling=sampling(options, i),
+                )
+            )
         case "gateway", "AskStream":
-            build = pool(lambda i: pb.AskStreamRequest(question=text.query(), tenant=options.tenant,
-                                                       collection=options.collection,
-                                                       retrieval=retrieval_options(options),
-                                                       adapter=options.adapter, sampling=sampling(options, i)))
+            build = pool(
+                lambda i: pb.AskStreamRequest(
+                    question=text.query(),
+                    tenant=options.tenant,
+                    collection=options.collection,
+                    retrieval=retrieval_options(options),
+                    adapter=options.adapter,
+                    sampling=sampling(options, i),
+                )
+            )
         case "gateway", "IngestDocuments":
-            notes.append(f"IngestDocuments writes one document load-ingest-<n> per call into "
-                         f"{options.collection}/{options.tenant}")
+            notes.append(
+                f"IngestDocuments writes one document load-ingest-<n> per call into "
+                f"{options.collection}/{options.tenant}"
+            )
 
             def ingest(i: int) -> Iterator[Any]:
-                yield pb.IngestDocumentsRequest(document=pb.Document(
-                    id=f"load-ingest-{i}", tenant=options.tenant, collection=options.collection,
-                    title=f"load {i}", text=" ".join(text.passage() for _ in range(4))))
+                yield pb.IngestDocumentsRequest(
+                    document=pb.Document(
+                        id=f"load-ingest-{i}",
+                        tenant=options.tenant,
+                        collection=options.collection,
+                        title=f"load {i}",
+                        text=" ".join(text.passage() for _ in range(4)),
+                    )
+                )
 
             build = ingest
         case "generation", "Generate" | "GenerateStream":
             request_type = pb.GenerateRequest if spec.name == "Generate" else pb.GenerateStreamRequest
-            build = pool(lambda i: request_type(
-                chat=common_pb2.Chat(messages=[common_pb2.ChatMessage(role=common_pb2.ROLE_USER,
-                                                                      content=text.query())]),
-                adapter=options.adapter, sampling=sampling(options, i)))
+            build = pool(
+                lambda i: request_type(
+                    chat=common_pb2.Chat(
+                        messages=[common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=text.query())]
+                    ),
+                    adapter=options.adapter,
+                    sampling=sampling(options, i),
+                )
+            )
         case "generation", "GetModelInfo":
             build = pool(lambda i: pb.GetModelInfoRequest())
         case "generation", "ListAdapters":
@@ -436,8 +513,12 @@ async def build_workload(service: str, rpc: str | None, client: ServiceClient, o
         case "training", "GetDataset":
             dataset = completion_dataset(TextSource(text.sentences), 32)  # The same rows on every run.
             await cast(TrainingClient, client).upload_dataset(
-                dataset, name=LOAD_DATASET, format="completion", description=LOAD_DESCRIPTION,
-                timeout=max(options.timeout, 120))
+                dataset,
+                name=LOAD_DATASET,
+                format="completion",
+                description=LOAD_DESCRIPTION,
+                timeout=max(options.timeout, 120),
+            )
             notes.append(f"prepare uploaded dataset {LOAD_DATASET} (32 completion rows; unchanged on a re-run)")
             build = pool(lambda i: pb.GetDatasetRequest(name=LOAD_DATASET))
         case "training", "UploadDataset":

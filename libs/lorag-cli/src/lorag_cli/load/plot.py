@@ -24,8 +24,9 @@ def _scale(values: list[float]) -> float:
     return next(step * power for step in (1, 2, 2.5, 5, 10) if step * power >= top)
 
 
-def _panel(rows: list[dict[str, Any]], series: list[tuple[str, str, str]], unit: str, title: str,
-           bars: bool = False) -> str:
+def _panel(
+    rows: list[dict[str, Any]], series: list[tuple[str, str, str]], unit: str, title: str, bars: bool = False
+) -> str:
     """One SVG chart: x = second of the run; one polyline (or bars) per (key, colour, label)."""
     seconds = max(len(rows), 1)
     values = [r[key] for r in rows for key, _, _ in series if r[key] is not None]
@@ -38,36 +39,49 @@ def _panel(rows: list[dict[str, Any]], series: list[tuple[str, str, str]], unit:
     def y(value: float) -> float:
         return TOP + plot_h * (1 - value / top)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-             f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{html.escape(title)}">',
-             f'<text x="{LEFT}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>',
-             f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{html.escape(title)}">',
+        f'<text x="{LEFT}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>',
+        f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
+    ]
     for i in range(5):
         value = top * i / 4
-        parts.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
-                     f'stroke="#eee"/><text x="{LEFT - 6}" y="{y(value) + 4:.1f}" font-size="11" '
-                     f'text-anchor="end">{value:g}</text>')
+        parts.append(
+            f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+            f'stroke="#eee"/><text x="{LEFT - 6}" y="{y(value) + 4:.1f}" font-size="11" '
+            f'text-anchor="end">{value:g}</text>'
+        )
     tick = max(1, seconds // 10)
     for second in range(0, seconds, tick):
-        parts.append(f'<text x="{x(second):.1f}" y="{HEIGHT - BOTTOM + 16}" font-size="11" '
-                     f'text-anchor="middle">{second}</text>')
-    parts.append(f'<text x="{LEFT + plot_w / 2}" y="{HEIGHT - 4}" font-size="11" text-anchor="middle">'
-                 f'second of the measured window</text>')
-    parts.append(f'<text x="14" y="{TOP + plot_h / 2}" font-size="11" text-anchor="middle" '
-                 f'transform="rotate(-90 14 {TOP + plot_h / 2})">{html.escape(unit)}</text>')
+        parts.append(
+            f'<text x="{x(second):.1f}" y="{HEIGHT - BOTTOM + 16}" font-size="11" text-anchor="middle">{second}</text>'
+        )
+    parts.append(
+        f'<text x="{LEFT + plot_w / 2}" y="{HEIGHT - 4}" font-size="11" text-anchor="middle">'
+        f"second of the measured window</text>"
+    )
+    parts.append(
+        f'<text x="14" y="{TOP + plot_h / 2}" font-size="11" text-anchor="middle" '
+        f'transform="rotate(-90 14 {TOP + plot_h / 2})">{html.escape(unit)}</text>'
+    )
     for n, (key, colour, label) in enumerate(series):
         points = [(x(r["second"]), y(r[key])) for r in rows if r[key] is not None]
         if bars:
             width = max(plot_w / seconds * 0.7 / len(series), 1)
             for (px, py), r in zip(points, [r for r in rows if r[key] is not None], strict=True):
-                parts.append(f'<rect class="{key}" x="{px - width * len(series) / 2 + n * width:.1f}" y="{py:.1f}" '
-                             f'width="{width:.1f}" height="{TOP + plot_h - py:.1f}" fill="{colour}">'
-                             f'<title>{r["second"]} s: {r[key]} {html.escape(label)}</title></rect>')
+                parts.append(
+                    f'<rect class="{key}" x="{px - width * len(series) / 2 + n * width:.1f}" y="{py:.1f}" '
+                    f'width="{width:.1f}" height="{TOP + plot_h - py:.1f}" fill="{colour}">'
+                    f"<title>{r['second']} s: {r[key]} {html.escape(label)}</title></rect>"
+                )
         elif points:
             path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
             parts.append(f'<polyline class="{key}" points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        parts.append(f'<rect x="{LEFT + 10 + n * 150}" y="{TOP + 6}" width="10" height="10" fill="{colour}"/>'
-                     f'<text x="{LEFT + 24 + n * 150}" y="{TOP + 15}" font-size="11">{html.escape(label)}</text>')
+        parts.append(
+            f'<rect x="{LEFT + 10 + n * 150}" y="{TOP + 6}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{LEFT + 24 + n * 150}" y="{TOP + 15}" font-size="11">{html.escape(label)}</text>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -75,20 +89,30 @@ def _panel(rows: list[dict[str, Any]], series: list[tuple[str, str, str]], unit:
 def render_html(figures: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """The page: title, the two charts, the figures as a table and as JSON."""
     title = f"lorag load {figures.get('service', '')} {figures.get('rpc', '')}"
-    latency = _panel(rows, [("p50_ms", "#1f77b4", "p50 latency"), ("p99_ms", "#d62728", "p99 latency")], "ms",
-                     "Latency of successful calls, per second (by completion time)")
-    throughput = _panel(rows, [("completed", "#2ca02c", "completed calls/s"), ("errors", "#ff7f0e", "errors/s")],
-                        "calls per second", "Throughput", bars=True)
-    table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>"
-                    for k, v in figures.items())
+    latency = _panel(
+        rows,
+        [("p50_ms", "#1f77b4", "p50 latency"), ("p99_ms", "#d62728", "p99 latency")],
+        "ms",
+        "Latency of successful calls, per second (by completion time)",
+    )
+    throughput = _panel(
+        rows,
+        [("completed", "#2ca02c", "completed calls/s"), ("errors", "#ff7f0e", "errors/s")],
+        "calls per second",
+        "Throughput",
+        bars=True,
+    )
+    table = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>" for k, v in figures.items()
+    )
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;margin:2em}}"
         "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}</style>"
         f"</head><body><h1>{html.escape(title)}</h1>\n{latency}\n{throughput}\n"
         f"<h2>Figures</h2><table>{table}</table>\n"
-        f"<script type=\"application/json\" id=\"figures\">{html.escape(json.dumps(figures))}</script>\n"
-        f"<script type=\"application/json\" id=\"per-second\">{html.escape(json.dumps(rows))}</script>\n"
+        f'<script type="application/json" id="figures">{html.escape(json.dumps(figures))}</script>\n'
+        f'<script type="application/json" id="per-second">{html.escape(json.dumps(rows))}</script>\n'
         "</body></html>\n"
     )
 

@@ -75,8 +75,13 @@ async def _ingest_through_gateway(
 ) -> int:
     if files:
         documents = [
-            document(tenant=options.tenant, collection=options.collection, id=path.name, source_uri=path.name,
-                     text=path.read_text(errors="replace"))
+            document(
+                tenant=options.tenant,
+                collection=options.collection,
+                id=path.name,
+                source_uri=path.name,
+                text=path.read_text(errors="replace"),
+            )
             for path in files
         ]
     else:
@@ -102,8 +107,15 @@ async def _write_through_indexer(
         pass
     rng = random.Random(options.seed)
     records = [
-        load_chunk(options.collection, options.tenant, f"load-seed-{index // 10}", index, passage,
-                   vectors[index] if vectors else random_unit_vector(dims, rng), chunk_index=index % 10)
+        load_chunk(
+            options.collection,
+            options.tenant,
+            f"load-seed-{index // 10}",
+            index,
+            passage,
+            vectors[index] if vectors else random_unit_vector(dims, rng),
+            chunk_index=index % 10,
+        )
         for index, passage in enumerate(passages)
     ]
     await indexer.upsert_chunks(options.collection, options.tenant, records, timeout=120)

@@ -26,7 +26,7 @@ def histogram(seconds: Iterable[float]) -> Any:
 
     hist = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
     for value in seconds:
-        hist.record_value(min(max(int(round(value * 1e6)), LOWEST_US), HIGHEST_US))
+        hist.record_value(min(max(round(value * 1e6), LOWEST_US), HIGHEST_US))
     return hist
 
 
@@ -73,13 +73,15 @@ def per_second(samples: list[Sample], elapsed: float) -> list[dict[str, Any]]:
     rows = []
     for second, bucket in enumerate(buckets):
         latencies = sorted(s.latency * 1000 for s in bucket if s.code == "OK")
-        rows.append({
-            "second": second,
-            "completed": len(bucket),
-            "errors": sum(s.code != "OK" for s in bucket),
-            "p50_ms": _exact(latencies, 0.50),
-            "p99_ms": _exact(latencies, 0.99),
-        })
+        rows.append(
+            {
+                "second": second,
+                "completed": len(bucket),
+                "errors": sum(s.code != "OK" for s in bucket),
+                "p50_ms": _exact(latencies, 0.50),
+                "p99_ms": _exact(latencies, 0.99),
+            }
+        )
     return rows
 
 

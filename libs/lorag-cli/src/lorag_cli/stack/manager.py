@@ -219,9 +219,9 @@ class LocalStack:
                 proc = processes.spawn(argv, env=self.service_env(), log=log)
             except OSError as exc:
                 raise StackError(f"cannot start {svc.name} ({' '.join(argv)}): {exc}") from exc
-        PidRecord(
-            pid=proc.pid, argv=argv, endpoints={"grpc": svc.address, "metrics": svc.metrics_port}
-        ).write(self.pid_path(svc.name))
+        PidRecord(pid=proc.pid, argv=argv, endpoints={"grpc": svc.address, "metrics": svc.metrics_port}).write(
+            self.pid_path(svc.name)
+        )
         return True
 
     def _wait_service(self, svc: ServiceConfig, deadline: float, timeout: float) -> None:
@@ -242,9 +242,7 @@ class LocalStack:
             self.stop(svc.name, DEFAULT_GRACE)
             raise
 
-    def _wait(
-        self, name: str, record: PidRecord, healthy: Callable[[], bool], timeout: float, reason: str
-    ) -> None:
+    def _wait(self, name: str, record: PidRecord, healthy: Callable[[], bool], timeout: float, reason: str) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if not record.alive():

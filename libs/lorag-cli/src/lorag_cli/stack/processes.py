@@ -215,6 +215,14 @@ class ManagedServer:
     log_path: Path
     stop_grace: float = 15.0
 
+    def start(self, *, detach: bool = False) -> int:
+        """Launch the server; return its pid."""
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Return once the server answers; raise when it does not within ``timeout`` seconds."""
+        raise NotImplementedError
+
     def stop(self, grace: float | None = None) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; safe to call twice."""
         proc, self._proc = self._proc, None

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from lorag_cli.stack import processes
-from lorag_cli.stack.errors import StartupError, StackError, WeaviateNotInstalledError
+from lorag_cli.stack.errors import StackError, StartupError, WeaviateNotInstalledError
 from lorag_cli.stack.ports import PortPicker, check_ports_free
 
 BINARY_NAME = "weaviate-server"
@@ -148,9 +148,7 @@ class WeaviateServer(processes.ManagedServer):
         self.host = host
         self.binary = Path(binary) if binary is not None else find_weaviate_binary()
         self.ports = WeaviatePorts.pick(http_port, grpc_port, gossip_port, raft_port)
-        self.log_path = Path(log_path) if log_path is not None else self.data_dir.with_name(
-            self.data_dir.name + ".log"
-        )
+        self.log_path = Path(log_path) if log_path is not None else self.data_dir.with_name(self.data_dir.name + ".log")
         self._extra_env = dict(extra_env or {})
         self._proc: subprocess.Popen[bytes] | None = None
 
