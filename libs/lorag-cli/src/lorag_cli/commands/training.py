@@ -189,7 +189,9 @@ def register(app: typer.Typer) -> None:
     def datasets_upload(
         file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A JSONL file, one row per line.")],
         name: Annotated[str | None, typer.Option(help="Dataset name (default: the file name without suffix).")] = None,
-        format: Annotated[str | None, typer.Option("--format", help="chat or completion (default: guessed).")] = None,  # noqa: A002
+        dataset_format: Annotated[
+            str | None, typer.Option("--format", help="chat or completion (default: guessed).")
+        ] = None,
         base_model: Annotated[str, typer.Option(help="Model whose tokenizer measures rows (default: service's).")] = "",
         max_length: Annotated[int | None, typer.Option(help="Length the truncation count refers to (2048).")] = None,
         validate_only: Annotated[
@@ -199,7 +201,7 @@ def register(app: typer.Typer) -> None:
         as_json: Json = False,
     ) -> None:
         """Validate, measure and store FILE under its content version. Exits 1 when rows have errors."""
-        if format is not None and format not in ("chat", "completion"):
+        if dataset_format is not None and dataset_format not in ("chat", "completion"):
             raise typer.BadParameter("use chat or completion", param_hint="--format")
 
         async def call() -> pb.UploadDatasetResponse:
@@ -207,7 +209,7 @@ def register(app: typer.Typer) -> None:
                 return await client.upload_dataset(
                     file,
                     name=name,
-                    format=cast(DatasetFormat | None, format),
+                    format=cast(DatasetFormat | None, dataset_format),
                     base_model=base_model,
                     max_length=max_length,
                     validate_only=validate_only,

@@ -524,7 +524,11 @@ async def build_workload(
         case "training", "UploadDataset":
             notes.append(f"UploadDataset stores datasets {LOAD_DATASET}-upload (16 rows; 16 distinct versions at most)")
             variants = [completion_dataset(text, 16) for _ in range(16)]
-            build = lambda i: upload_requests(pb, f"{LOAD_DATASET}-upload", variants[i % len(variants)])  # noqa: E731
+
+            def upload(i: int) -> Iterator[Any]:
+                return upload_requests(pb, f"{LOAD_DATASET}-upload", variants[i % len(variants)])
+
+            build = upload
         case _:  # pragma: no cover - RPCS and this table are kept together
             raise ValueError(f"no payload for {service} {spec.name}")
     return Workload(service, spec, client, build, options.timeout, notes)

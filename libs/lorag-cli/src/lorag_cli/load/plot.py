@@ -8,6 +8,7 @@ when it is importable (it is not a lorag dependency).
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -123,11 +124,7 @@ def write_html(path: Path, figures: dict[str, Any], rows: list[dict[str, Any]]) 
 
 
 def matplotlib_available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def write_png(path: Path, figures: dict[str, Any], rows: list[dict[str, Any]]) -> Path:

@@ -64,7 +64,7 @@ async def _timed(call: Call, i: int) -> tuple[float, str, float | None]:
         code = "OK"
     except asyncio.CancelledError:
         raise
-    except Exception as error:
+    except Exception as error:  # every failure is a result to count, never a crash of the run
         first, code = None, _code(error)
     done = loop.time()
     return done, code, first
