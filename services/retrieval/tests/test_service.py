@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from lorag.common.v1 import common_pb2
 from lorag.indexer.v1 import indexer_service_pb2 as indexer_pb
 from lorag.indexer.v1 import indexer_service_pb2_grpc as indexer_grpc
-from lorag_client import EmbeddingClient, RetrievalClient
+from lorag_client import EmbeddingClient, LoragError, RetrievalClient
 from lorag_core.downstream import status_details
 from lorag_retrieval.config import RetrievalSettings
 from lorag_retrieval.server import create_app as create_retrieval
@@ -84,17 +84,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def reasons(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    """The ErrorInfo reason ("" when none) and the BadRequest field paths of a failed call."""
-    reason, _, violations = status_details(error)
-    return reason or "", [v.field for v in violations]
-
-
-async def fails(code: grpc.StatusCode, call) -> tuple[grpc.aio.AioRpcError, str, list[str]]:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
+async def fails(code: grpc.StatusCode, call) -> tuple[LoragError, str, list[str]]:  # type: ignore[no-untyped-def]
+    """The SDK's typed error for a call that must fail with ``code``, its reason and its violations' fields."""
+    with pytest.raises(LoragError) as failure:
         await call
-    assert failure.value.code() == code, failure.value.details()
-    return (failure.value, *reasons(failure.value))
+    assert failure.value.code == code, failure.value.message
+    return failure.value, failure.value.reason, [v.field for v in failure.value.violations]
 
 
 async def seed(embedding_address: str, indexer_address: str) -> None:
@@ -350,7 +345,7 @@ async def test_embedding_down_hybrid_falls_back_to_keyword_and_vector_fails(stac
     # The default reranker reads through the embedding service: down, it degrades the rerank stage only.
     assert reranked.degraded and [d.stage for d in reranked.degradations] == [common_pb2.RETRIEVAL_STAGE_RERANK]
     assert docs(reranked)[0] == "bm25"
-    assert "embedding" in error.details() and reason == "DEPENDENCY_UNAVAILABLE"
+    assert "embedding" in error.message and reason == "DEPENDENCY_UNAVAILABLE"
 
 
 async def test_indexer_down_is_unavailable_naming_the_indexer(stack):
@@ -363,7 +358,7 @@ async def test_indexer_down_is_unavailable_naming_the_indexer(stack):
     finally:
         await app.stop(0)
         await retriever.close()
-    assert "indexer" in error.details() and reason == "DEPENDENCY_UNAVAILABLE"
+    assert "indexer" in error.message and reason == "DEPENDENCY_UNAVAILABLE"
 
 
 async def test_health_is_serving_although_every_dependency_is_down():
@@ -402,11 +397,11 @@ async def test_unknown_collection_and_tenant_are_not_found_passed_through(client
         grpc.StatusCode.NOT_FOUND,
         client.retrieve("q", tenant=TENANT, collection=f"Missing{uuid.uuid4().hex[:6]}", mode="keyword"),
     )
-    assert reason and reason != "INTERNAL" and error.details()
+    assert reason and reason != "INTERNAL" and error.message
     error2, reason2, _ = await fails(
         grpc.StatusCode.NOT_FOUND, client.retrieve("q", tenant="nobody", collection=COLLECTION, mode="keyword")
     )
-    assert reason2 and "nobody" in error2.details()
+    assert reason2 and "nobody" in error2.message
 
 
 async def test_not_found_keeps_the_indexers_message_and_reason(stack, client):
@@ -421,8 +416,8 @@ async def test_not_found_keeps_the_indexers_message_and_reason(stack, client):
     error, reason, _ = await fails(
         grpc.StatusCode.NOT_FOUND, client.retrieve("q", tenant=TENANT, collection=missing, mode="keyword")
     )
-    assert error.details() == direct.value.details()
-    assert reason == reasons(direct.value)[0]
+    assert error.message == direct.value.details()
+    assert reason == status_details(direct.value)[0]
 
 
 async def test_a_bad_filter_is_invalid_argument_naming_the_options_field(client):
@@ -535,10 +530,10 @@ async def test_concurrent_retrievals(client):
 
 
 async def test_long_lists_are_split_to_the_embedding_services_limit_and_errors_name_the_whole_list():
+    from lorag_client import EmbeddingClient
     from lorag_core.errors import InvalidArgument
     from lorag_embedding.config import EmbeddingSettings
     from lorag_embedding.server import create_app as create_embedding
-    from lorag_client import EmbeddingClient
     from lorag_retrieval.encoder import Encoder
 
     app, embedder = create_embedding(EmbeddingSettings(port=0, max_client_batch_size=4, max_queue_texts=64))
