@@ -15,21 +15,31 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from lorag_core.clients import ChannelSecurity
+
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
-def check(address: str, service: str = "", timeout: float = 3.0) -> tuple[bool, str]:
-    """Ask ``address`` for the health of ``service`` ('' = the whole server); return (serving, what was seen)."""
+def health(address: str, service: str = "", timeout: float = 3.0) -> tuple[int | None, str]:
+    """The ``grpc.health.v1`` status of ``service`` ('' = the whole server) at ``address``, and what was seen;
+    ``None`` when nothing answered. The channel is secured as every lorag client's (``ChannelSecurity``)."""
+    credentials = ChannelSecurity.from_env().credentials()
     try:
-        with grpc.insecure_channel(address) as channel:
+        with grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
     except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else None
-        return False, f"{code.name if code else 'ERROR'}: {exc.details() if hasattr(exc, 'details') else exc}"
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    return reply.status == health_pb2.HealthCheckResponse.SERVING, status
+        code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+        name = code().name if callable(code) else "ERROR"
+        return None, f"{name}: {details() if callable(details) else exc}"
+    return reply.status, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def check(address: str, service: str = "", timeout: float = 3.0) -> tuple[bool, str]:
+    """Ask ``address`` for the health of ``service`` ('' = the whole server); return (serving, what was seen)."""
+    status, seen = health(address, service, timeout)
+    return status == health_pb2.HealthCheckResponse.SERVING, seen
 
 
 def main(argv: list[str] | None = None) -> int:

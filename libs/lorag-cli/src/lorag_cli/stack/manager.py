@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from lorag_cli.stack import processes
 from lorag_cli.stack.components import SERVICES, ServiceConfig, ServiceSpec, WeaviateConfig, state_dir
@@ -25,6 +24,7 @@ from lorag_cli.stack.errors import StackError, StartupError
 from lorag_cli.stack.ports import check_ports_free
 from lorag_cli.stack.processes import PidRecord
 from lorag_cli.stack.weaviate import WeaviateServer, find_weaviate_binary, is_ready, weaviate_env
+from lorag_core import probe
 
 WEAVIATE = "weaviate"
 DEFAULT_TIMEOUT = 120.0  # Long enough for a service to load its model on CPU.
@@ -62,13 +62,10 @@ class ComponentStatus:
 
 def grpc_health(address: str, timeout: float = 1.0) -> Health | None:
     """The standard health check (service "") at `address`; None if nothing answers."""
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        except grpc.RpcError:
-            return None
-    return Health.SERVING if reply.status == health_pb2.HealthCheckResponse.SERVING else Health.NOT_SERVING
+    status, _ = probe.health(address, timeout=timeout)
+    if status is None:
+        return None
+    return Health.SERVING if status == health_pb2.HealthCheckResponse.SERVING else Health.NOT_SERVING
 
 
 def _ignore(_: str) -> None:
