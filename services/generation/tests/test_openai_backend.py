@@ -1,10 +1,11 @@
 """The openai backend against a real HTTP server that speaks the OpenAI protocol the way vLLM does.
 
-``openai_protocol_server.py`` (beside this file) answers with text derived from each request: the prompt (or last
-user message) split on ``|`` is the token stream, an adapter model upper-cases it behind ``<name>``. So every test
-asserts exact text, finish reasons, usage and the requests the backend sent. One flavour of the server behaves like
-vLLM (stop strings applied server-side with ``stop_reason``, usage chunk, ``/tokenize``, runtime LoRA routes,
-``max_model_len``); the other like a bare OpenAI-compatible server that has none of that and ignores ``stop``.
+The server (``lorag_testing.openai_server``, a fake on pytest-httpserver) answers with text derived from each
+request: the prompt (or last user message) split on ``|`` is the token stream, an adapter model upper-cases it behind
+``<name>``. So every test asserts exact text, finish reasons, usage and the requests the backend sent. One flavour
+of the server behaves like vLLM (stop strings applied server-side with ``stop_reason``, usage chunk, ``/tokenize``,
+runtime LoRA routes, ``max_model_len``); the other like a bare OpenAI-compatible server that has none of that and
+ignores ``stop``.
 
 Set ``LORAG_TEST_OPENAI_URL`` (e.g. ``http://localhost:8000/v1``; ``LORAG_TEST_OPENAI_MODEL`` to pick the model,
 ``LORAG_TEST_OPENAI_API_KEY`` if the server has one) to run the live test against a real server.
@@ -13,12 +14,10 @@ Set ``LORAG_TEST_OPENAI_URL`` (e.g. ``http://localhost:8000/v1``; ``LORAG_TEST_O
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import socket
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +38,9 @@ from lorag_generation.backends.base import (
     TextDelta,
 )
 from lorag_generation.backends.openai import OpenAIBackend, estimate_tokens
+from lorag_testing.openai_server import SLOW_TOKENS, OpenAIProtocolServer
 
-
-def _load_protocol_server() -> Any:
-    """Import the helper by path: pytest runs with --import-mode=importlib, so test folders are not on sys.path."""
-    spec = importlib.util.spec_from_file_location(
-        "openai_protocol_server", Path(__file__).with_name("openai_protocol_server.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-protocol = _load_protocol_server()
+pytestmark = pytest.mark.service
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
@@ -66,24 +53,20 @@ def make_backend(url: str, **kwargs: Any) -> OpenAIBackend:
 
 
 @pytest.fixture(scope="module")
-async def vllm() -> AsyncIterator[Any]:
-    server = await protocol.OpenAIProtocolServer(model=MODEL).start()
-    yield server
-    await server.stop()
+def vllm() -> Iterator[OpenAIProtocolServer]:
+    with OpenAIProtocolServer(model=MODEL) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-async def plain() -> AsyncIterator[Any]:
+def plain() -> Iterator[OpenAIProtocolServer]:
     """A bare OpenAI-compatible server: no usage chunk, no stop_reason, no vLLM routes, and it ignores ``stop``."""
-    server = await protocol.OpenAIProtocolServer(
-        model=MODEL, vllm_extensions=False, honour_stop=False, send_usage=False
-    ).start()
-    yield server
-    await server.stop()
+    with OpenAIProtocolServer(model=MODEL, vllm_extensions=False, honour_stop=False, send_usage=False) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-async def backend(vllm: Any) -> AsyncIterator[OpenAIBackend]:
+async def backend(vllm: OpenAIProtocolServer) -> AsyncIterator[OpenAIBackend]:
     b = make_backend(vllm.base_url)
     await b.start()
     yield b
@@ -91,7 +74,7 @@ async def backend(vllm: Any) -> AsyncIterator[OpenAIBackend]:
 
 
 @pytest.fixture(scope="module")
-async def plain_backend(plain: Any) -> AsyncIterator[OpenAIBackend]:
+async def plain_backend(plain: OpenAIProtocolServer) -> AsyncIterator[OpenAIBackend]:
     b = make_backend(plain.base_url, default_max_context_tokens=2048)
     await b.start()
     yield b
@@ -144,7 +127,7 @@ def adapter_dir(root: Path, name: str, rank: int = 8) -> str:
 # -- start and info --------------------------------------------------------------------------------------------
 
 
-async def test_start_reads_the_model_card(backend: OpenAIBackend, vllm: Any) -> None:
+async def test_start_reads_the_model_card(backend: OpenAIBackend, vllm: OpenAIProtocolServer) -> None:
     assert isinstance(backend, GenerationBackend)
     info = backend.info()
     assert info.model == MODEL
@@ -164,7 +147,7 @@ async def test_start_without_vllm_extensions_uses_defaults(plain_backend: OpenAI
     assert info.extra["token_counting"] == "estimate"
 
 
-async def test_start_refuses_a_server_without_the_base_model(vllm: Any) -> None:
+async def test_start_refuses_a_server_without_the_base_model(vllm: OpenAIProtocolServer) -> None:
     other = make_backend(vllm.base_url, model="someone/other-model")
     with pytest.raises(Unavailable) as caught:
         await other.start()
@@ -184,7 +167,7 @@ async def test_start_with_the_server_down_is_unavailable() -> None:
 # -- generation ------------------------------------------------------------------------------------------------
 
 
-async def test_prompt_streams_deltas_that_join_to_the_text(backend: OpenAIBackend, vllm: Any) -> None:
+async def test_prompt_streams_deltas_that_join_to_the_text(backend: OpenAIBackend, vllm: OpenAIProtocolServer) -> None:
     deltas, finished = await collect(backend, prompt_job("Hel|lo| wor|ld"))
     assert [d.text for d in deltas] == ["Hel", "lo", " wor", "ld"]
     assert [d.token_count for d in deltas] == [1, 1, 1, 1]
@@ -205,7 +188,7 @@ async def test_prompt_streams_deltas_that_join_to_the_text(backend: OpenAIBacken
         assert absent not in body  # defaults are not sent
 
 
-async def test_chat_goes_to_chat_completions(backend: OpenAIBackend, vllm: Any) -> None:
+async def test_chat_goes_to_chat_completions(backend: OpenAIBackend, vllm: OpenAIProtocolServer) -> None:
     job = chat_job((Role.SYSTEM, "Be brief."), (Role.USER, "Par|is| is| nice"), temperature=0.5)
     deltas, finished = await collect(backend, job)
     assert text_of(deltas) == "Paris is nice"
@@ -222,9 +205,15 @@ async def test_chat_goes_to_chat_completions(backend: OpenAIBackend, vllm: Any) 
     assert body["temperature"] == 0.5
 
 
-async def test_sampling_settings_reach_the_server(backend: OpenAIBackend, vllm: Any) -> None:
+async def test_sampling_settings_reach_the_server(backend: OpenAIBackend, vllm: OpenAIProtocolServer) -> None:
     job = prompt_job(
-        "a|b", temperature=0.8, top_p=0.9, top_k=40, max_new_tokens=12, stop_sequences=("###", "END"), seed=7,
+        "a|b",
+        temperature=0.8,
+        top_p=0.9,
+        top_k=40,
+        max_new_tokens=12,
+        stop_sequences=("###", "END"),
+        seed=7,
         repetition_penalty=1.3,
     )
     await collect(backend, job)
@@ -245,7 +234,7 @@ async def test_max_new_tokens_ends_with_length(backend: OpenAIBackend) -> None:
     assert finished.completion_tokens == 3
 
 
-async def test_server_side_stop_reports_the_stop_reason(backend: OpenAIBackend, vllm: Any) -> None:
+async def test_server_side_stop_reports_the_stop_reason(backend: OpenAIBackend, vllm: OpenAIProtocolServer) -> None:
     deltas, finished = await collect(backend, prompt_job("one| two| <e|nd>| three", stop_sequences=("<end>",)))
     assert text_of(deltas) == "one two "
     assert not any("<" in d.text for d in deltas)
@@ -255,7 +244,9 @@ async def test_server_side_stop_reports_the_stop_reason(backend: OpenAIBackend, 
     assert sum(d.token_count for d in deltas) <= 4
 
 
-async def test_client_cuts_a_stop_split_across_chunks(plain_backend: OpenAIBackend, plain: Any) -> None:
+async def test_client_cuts_a_stop_split_across_chunks(
+    plain_backend: OpenAIBackend, plain: OpenAIProtocolServer
+) -> None:
     """The bare server ignores ``stop``: the stop string arrives as "<e" + "nd>" and the backend cuts it."""
     prompt = "one| two| <e|nd>| three| four"
     deltas, finished = await collect(plain_backend, prompt_job(prompt, stop_sequences=("<end>",)))
@@ -286,7 +277,7 @@ async def test_usage_is_counted_when_the_server_sends_none(plain_backend: OpenAI
 # -- adapters --------------------------------------------------------------------------------------------------
 
 
-async def test_adapter_lifecycle(backend: OpenAIBackend, vllm: Any, tmp_path: Path) -> None:
+async def test_adapter_lifecycle(backend: OpenAIBackend, vllm: OpenAIProtocolServer, tmp_path: Path) -> None:
     first, second = adapter_dir(tmp_path, "v1"), adapter_dir(tmp_path, "v2")
     files = AdapterFiles(path=first, base_model=MODEL, rank=8, lora_alpha=16, target_modules=("q_proj",))
     await backend.load_adapter("pirate", files)
@@ -330,13 +321,15 @@ async def test_adapter_load_refusals(backend: OpenAIBackend, plain_backend: Open
 # -- token counting --------------------------------------------------------------------------------------------
 
 
-async def test_token_counts_come_from_the_server(backend: OpenAIBackend, vllm: Any) -> None:
+async def test_token_counts_come_from_the_server(backend: OpenAIBackend, vllm: OpenAIProtocolServer) -> None:
     prompt = GenerationInput(prompt="a|b|c|d|e")
     chat = GenerationInput(messages=(Message(Role.USER, "x|y"),))
     assert await backend.count_prompt_tokens_async(prompt) == 5
     assert await backend.count_prompt_tokens_async(chat) == 2 + 2 + 1
     assert vllm.bodies("/tokenize")[-1] == {
-        "model": MODEL, "messages": [{"role": "user", "content": "x|y"}], "add_generation_prompt": True
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "x|y"}],
+        "add_generation_prompt": True,
     }
     # off the event loop the synchronous method asks the server; on it, it must not block and estimates
     assert await asyncio.to_thread(backend.count_prompt_tokens, prompt) == 5
@@ -379,11 +372,11 @@ async def test_error_event_mid_stream_ends_the_stream(backend: OpenAIBackend, di
     assert caught.value.metadata["http_status"] == "500"
 
 
-async def test_server_gone_after_start_is_unavailable(vllm: Any) -> None:
-    server = await protocol.OpenAIProtocolServer(model=MODEL).start()
+async def test_server_gone_after_start_is_unavailable() -> None:
+    server = OpenAIProtocolServer(model=MODEL).start()
     gone = make_backend(server.base_url)
     await gone.start()
-    await server.stop()
+    await asyncio.to_thread(server.stop)
     try:
         with pytest.raises(Unavailable) as caught:
             await collect(gone, prompt_job("a|b"))
@@ -395,22 +388,22 @@ async def test_server_gone_after_start_is_unavailable(vllm: Any) -> None:
 # -- cancellation ----------------------------------------------------------------------------------------------
 
 
-async def test_closing_the_stream_closes_the_http_stream(backend: OpenAIBackend, vllm: Any) -> None:
+async def test_closing_the_stream_closes_the_http_stream(backend: OpenAIBackend, vllm: OpenAIProtocolServer) -> None:
     vllm.disconnected.clear()
     before = vllm.disconnects
-    stream = backend.stream(prompt_job("!slow", max_new_tokens=protocol.SLOW_TOKENS))
+    stream = backend.stream(prompt_job("!slow", max_new_tokens=SLOW_TOKENS))
     received = [await anext(stream), await anext(stream)]
-    assert [d.text for d in received] == [" tick", " tick"]
+    assert received == [TextDelta(" tick", 1), TextDelta(" tick", 1)]
     await stream.aclose()
-    await asyncio.wait_for(vllm.disconnected.wait(), timeout=30)  # a hang guard, not a timing assertion
+    assert await asyncio.to_thread(vllm.disconnected.wait, 30)  # a hang guard, not a timing assertion
     assert vllm.disconnects == before + 1
-    assert vllm.slow_tokens_sent < protocol.SLOW_TOKENS
+    assert vllm.slow_tokens_sent < SLOW_TOKENS
 
 
-async def test_close_cancels_running_streams(vllm: Any) -> None:
+async def test_close_cancels_running_streams(vllm: OpenAIProtocolServer) -> None:
     closing = make_backend(vllm.base_url)
     await closing.start()
-    stream = closing.stream(prompt_job("!slow", max_new_tokens=protocol.SLOW_TOKENS))
+    stream = closing.stream(prompt_job("!slow", max_new_tokens=SLOW_TOKENS))
     first = await anext(stream)
     assert first == TextDelta(" tick", 1)
     await closing.close()
@@ -430,7 +423,11 @@ async def test_live_server_generates_greedily() -> None:
     url = os.environ["LORAG_TEST_OPENAI_URL"]
     model = os.environ.get("LORAG_TEST_OPENAI_MODEL", MODEL)
     live = OpenAIBackend(
-        url, os.environ.get("LORAG_TEST_OPENAI_API_KEY"), model, timeout=60.0, max_new_tokens_limit=64,
+        url,
+        os.environ.get("LORAG_TEST_OPENAI_API_KEY"),
+        model,
+        timeout=60.0,
+        max_new_tokens_limit=64,
         max_loaded_adapters=0,
     )
     await live.start()
