@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e
 LORAG = str(Path(sys.executable).parent / "lorag")
 
 
@@ -17,8 +20,16 @@ def lorag(*args: str) -> subprocess.CompletedProcess[str]:
 
 async def test_generate_json(generation_service: str) -> None:
     result = await asyncio.to_thread(
-        lorag, "generate", "What is the capital of France?", "--temperature", "0", "--max-new-tokens", "12", "--json",
-        "--address", generation_service,
+        lorag,
+        "generate",
+        "What is the capital of France?",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "12",
+        "--json",
+        "--address",
+        generation_service,
     )
     assert result.returncode == 0, result.stderr
     reply = json.loads(result.stdout)
@@ -26,7 +37,9 @@ async def test_generate_json(generation_service: str) -> None:
     assert reply["finish_reason"] == "stop" and reply["adapter"] is None
     assert reply["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     usage = reply["usage"]
-    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] and usage["completion_tokens"] > 1
+    assert (
+        usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] and usage["completion_tokens"] > 1
+    )
     timings = reply["timings"]
     assert set(timings) == {"queue_ms", "time_to_first_token_ms", "inference_ms", "total_ms"}
     assert 0 < timings["time_to_first_token_ms"] <= timings["total_ms"]
@@ -34,8 +47,15 @@ async def test_generate_json(generation_service: str) -> None:
 
 async def test_generate_streams_text_and_reports_errors(generation_service: str) -> None:
     result = await asyncio.to_thread(
-        lorag, "generate", "What is the capital of France?", "--temperature", "0", "--max-new-tokens", "12",
-        "--address", generation_service,
+        lorag,
+        "generate",
+        "What is the capital of France?",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "12",
+        "--address",
+        generation_service,
     )
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -26,11 +27,13 @@ def fields(error: InvalidArgument) -> list[str]:
     return [v.field for v in error.violations]
 
 
-def chat(*turns: tuple[int, str]) -> pb.GenerateRequest:
-    return pb.GenerateRequest(chat=common_pb2.Chat(messages=[common_pb2.ChatMessage(role=r, content=c) for r, c in turns]))
+def chat(*turns: tuple[common_pb2.Role.ValueType, str]) -> pb.GenerateRequest:
+    return pb.GenerateRequest(
+        chat=common_pb2.Chat(messages=[common_pb2.ChatMessage(role=r, content=c) for r, c in turns])
+    )
 
 
-def sampling(**values) -> common_pb2.SamplingParams:  # type: ignore[no-untyped-def]
+def sampling(**values: Any) -> common_pb2.SamplingParams:
     return common_pb2.SamplingParams(**values)
 
 
@@ -43,7 +46,9 @@ def test_unset_sampling_takes_every_default() -> None:
 
 def test_zero_temperature_is_greedy_and_explicit_values_are_kept() -> None:
     settings = parse_sampling(
-        sampling(temperature=0, top_p=0.5, top_k=5, max_new_tokens=3, seed=-7, stop_sequences=["\n"], repetition_penalty=1.2),
+        sampling(
+            temperature=0, top_p=0.5, top_k=5, max_new_tokens=3, seed=-7, stop_sequences=["\n"], repetition_penalty=1.2
+        ),
         max_new_tokens_limit=1024,
         default_temperature=0.7,
     )

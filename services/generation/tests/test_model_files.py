@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.service
 
 
 @pytest.fixture(scope="module")
-def tokenizer():  # type: ignore[no-untyped-def]
+def tokenizer() -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(resolve_model().path)
@@ -27,8 +28,10 @@ def tokenizer():  # type: ignore[no-untyped-def]
 # -- detokenization ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["The capital of France is Paris.", "Grüße aus Köln — 東京タワー 🚀🎉!", "  spaced\n\nlines\t"])
-def test_incremental_detokenization_is_exact_and_never_splits_characters(tokenizer, text: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "text", ["The capital of France is Paris.", "Grüße aus Köln — 東京タワー 🚀🎉!", "  spaced\n\nlines\t"]
+)
+def test_incremental_detokenization_is_exact_and_never_splits_characters(tokenizer: Any, text: str) -> None:
     context = tokenizer("Question: ")["input_ids"]
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     detok = IncrementalDetokenizer(tokenizer, context)
@@ -40,7 +43,7 @@ def test_incremental_detokenization_is_exact_and_never_splits_characters(tokeniz
         assert "" in deltas[:-1]
 
 
-def test_detokenizer_drops_an_incomplete_trailing_character(tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_detokenizer_drops_an_incomplete_trailing_character(tokenizer: Any) -> None:
     ids = tokenizer("ok 🚀", add_special_tokens=False)["input_ids"]
     detok = IncrementalDetokenizer(tokenizer)
     text = "".join(detok.add(token) for token in ids[:-1]) + detok.flush()

@@ -9,25 +9,33 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import grpc
 import pytest
 
 from lorag.common.v1 import common_pb2
 from lorag.generation.v1 import generation_service_pb2 as pb
 from lorag_client import GenerationClient
-from lorag_core.downstream import status_details
+from lorag_core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    LoragError,
+    NotFound,
+    ResourceExhausted,
+)
 from lorag_generation.config import GenerationSettings
 from lorag_generation.server import create_app
 
+pytestmark = pytest.mark.service
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def reasons(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
+def reasons(error: LoragError) -> tuple[str, list[str]]:
     """The ErrorInfo reason and the BadRequest field paths of a failed call."""
-    reason, _, violations = status_details(error)
-    return reason or "", [v.field for v in violations]
+    return error.reason, [v.field for v in error.violations]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +49,7 @@ async def base_answer(client: GenerationClient) -> pb.GenerateResponse:
     return await client.generate(messages=QUESTION, temperature=0, max_new_tokens=12)
 
 
-async def stream_text(client: GenerationClient, **kwargs) -> tuple[str, list[pb.GenerateStreamResponse]]:  # type: ignore[no-untyped-def]
+async def stream_text(client: GenerationClient, **kwargs: Any) -> tuple[str, list[pb.GenerateStreamResponse]]:
     messages = [m async for m in client.generate_stream(**kwargs)]
     return "".join(m.delta.text for m in messages if m.HasField("delta")), messages
 
@@ -62,7 +70,8 @@ async def test_usage_counts_the_rendered_prompt_and_the_completion(base_answer: 
     from lorag_models import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model().path)
-    prompt_ids = tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True)["input_ids"]
+    rendered: Any = tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True)
+    prompt_ids = rendered["input_ids"]
     usage = base_answer.usage
     assert usage.prompt_tokens == len(prompt_ids)
     # the completion's tokens plus the end-of-sequence token that stopped it
@@ -74,7 +83,9 @@ async def test_usage_counts_the_rendered_prompt_and_the_completion(base_answer: 
     assert 0 < timing.inference_ns <= timing.total_ns
 
 
-async def test_stream_deltas_concatenate_to_the_generated_text(client: GenerationClient, base_answer) -> None:  # type: ignore[no-untyped-def]
+async def test_stream_deltas_concatenate_to_the_generated_text(
+    client: GenerationClient, base_answer: pb.GenerateResponse
+) -> None:
     text, messages = await stream_text(client, messages=QUESTION, temperature=0, max_new_tokens=12)
     assert text == base_answer.text
     assert [m.WhichOneof("event") for m in messages][-1] == "summary"
@@ -85,7 +96,7 @@ async def test_stream_deltas_concatenate_to_the_generated_text(client: Generatio
     assert sum(m.delta.token_count for m in messages[:-1]) == summary.usage.completion_tokens - 1
 
 
-async def test_stop_sequence_cuts_the_text(client: GenerationClient, base_answer) -> None:  # type: ignore[no-untyped-def]
+async def test_stop_sequence_cuts_the_text(client: GenerationClient, base_answer: pb.GenerateResponse) -> None:
     assert " Paris" in base_answer.text
     reply = await client.generate(messages=QUESTION, temperature=0, max_new_tokens=12, stop=[" Paris", "zzz"])
     assert reply.text == base_answer.text.split(" Paris")[0]
@@ -104,7 +115,7 @@ async def test_max_new_tokens_ends_with_length(client: GenerationClient) -> None
 
 
 async def test_a_seed_reproduces_a_sampled_answer(client: GenerationClient) -> None:
-    kwargs = dict(prompt="My favourite animal is the", temperature=1.0, max_new_tokens=8)
+    kwargs: dict[str, Any] = dict(prompt="My favourite animal is the", temperature=1.0, max_new_tokens=8)
     first = await client.generate(seed=1234, **kwargs)
     again = await client.generate(seed=1234, **kwargs)
     other = await client.generate(seed=99, **kwargs)
@@ -129,7 +140,9 @@ async def test_model_info(client: GenerationClient) -> None:
         (pb.GenerateRequest(), "input"),
         (pb.GenerateRequest(chat=common_pb2.Chat()), "chat.messages"),
         (
-            pb.GenerateRequest(chat=common_pb2.Chat(messages=[common_pb2.ChatMessage(role=common_pb2.ROLE_ASSISTANT, content="hi")])),
+            pb.GenerateRequest(
+                chat=common_pb2.Chat(messages=[common_pb2.ChatMessage(role=common_pb2.ROLE_ASSISTANT, content="hi")])
+            ),
             "chat.messages[0].role",
         ),
         (
@@ -145,60 +158,64 @@ async def test_model_info(client: GenerationClient) -> None:
             "chat.messages[1].role",
         ),
         (pb.GenerateRequest(prompt="hi", sampling=common_pb2.SamplingParams(temperature=3)), "sampling.temperature"),
-        (pb.GenerateRequest(prompt="hi", sampling=common_pb2.SamplingParams(max_new_tokens=5000)), "sampling.max_new_tokens"),
+        (
+            pb.GenerateRequest(prompt="hi", sampling=common_pb2.SamplingParams(max_new_tokens=5000)),
+            "sampling.max_new_tokens",
+        ),
         (pb.GenerateRequest(prompt="hi", adapter="bad name"), "adapter"),
     ],
 )
-async def test_bad_requests_are_invalid_argument(client: GenerationClient, request_: pb.GenerateRequest, field: str) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await client.stub.Generate(request_)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+async def test_bad_requests_are_invalid_argument(
+    client: GenerationClient, request_: pb.GenerateRequest, field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await client.invoke("Generate", request_)
+    assert caught.value.dependency == "generation"
     assert field in reasons(caught.value)[1]
 
 
 async def test_an_over_long_prompt_names_its_size_and_the_limit(client: GenerationClient) -> None:
     for call in (client.generate, client.generate_stream):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
+        with pytest.raises(InvalidArgument) as caught:
             result = call(messages=[{"role": "user", "content": "hello " * 8300}], max_new_tokens=10)
             if hasattr(result, "__anext__"):
                 await result.__anext__()
             else:
                 await result
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert reasons(caught.value) == ("PROMPT_TOO_LONG", ["chat"])
-        assert "8192" in caught.value.details() and "tokens" in caught.value.details()
+        assert "8192" in caught.value.message and "tokens" in caught.value.message
 
 
 async def test_an_unknown_adapter_is_not_found(client: GenerationClient) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(NotFound) as caught:
         await client.generate(prompt="hi", adapter="nobody-loaded-this", max_new_tokens=2)
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "no adapter registry" in caught.value.details()
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    assert "no adapter registry" in caught.value.message
+    with pytest.raises(NotFound):
         await client.generate(prompt="hi", adapter="nobody@production", max_new_tokens=2)
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_an_adapter_for_another_base_model_is_refused(client: GenerationClient, demo_adapter: Path, tmp_path: Path) -> None:
+async def test_an_adapter_for_another_base_model_is_refused(
+    client: GenerationClient, demo_adapter: Path, tmp_path: Path
+) -> None:
     other = tmp_path / "other-base"
     shutil.copytree(demo_adapter, other)
     config = json.loads((other / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = "meta-llama/Llama-3.2-1B"
     (other / "adapter_config.json").write_text(json.dumps(config))
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(FailedPrecondition) as caught:
         await client.load_adapter("other-base", source_uri=str(other))
-    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "meta-llama/Llama-3.2-1B" in caught.value.details() and "SmolLM2-135M-Instruct" in caught.value.details()
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    assert "meta-llama/Llama-3.2-1B" in caught.value.message and "SmolLM2-135M-Instruct" in caught.value.message
+    with pytest.raises(NotFound):
         await client.load_adapter("missing", source_uri=str(tmp_path / "nothing-here"))
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 # -- adapters ---------------------------------------------------------------------------------------------------------
 
 
 async def test_adapters_change_the_output_and_share_a_batch_with_the_base(
-    client: GenerationClient, make_demo_adapter, base_answer: pb.GenerateResponse  # type: ignore[no-untyped-def]
+    client: GenerationClient,
+    make_demo_adapter: Callable[[int], Path],
+    base_answer: pb.GenerateResponse,
 ) -> None:
     first, second = make_demo_adapter(0), make_demo_adapter(1)
     loaded = await client.load_adapter("demo-a", source_uri=str(first))
@@ -206,7 +223,7 @@ async def test_adapters_change_the_output_and_share_a_batch_with_the_base(
     assert (await client.load_adapter("demo-a", source_uri=str(first))).adapter.state == pb.Adapter.STATE_LOADED
     await client.load_adapter("demo.b", source_uri=str(second))
     try:
-        kwargs = dict(messages=QUESTION, temperature=0, max_new_tokens=12)
+        kwargs: dict[str, Any] = dict(messages=QUESTION, temperature=0, max_new_tokens=12)
         alone = {name: (await client.generate(adapter=name, **kwargs)).text for name in ("demo-a", "demo.b")}
         alone[""] = base_answer.text
         assert alone["demo-a"] != alone[""] and alone["demo.b"] != alone[""]
@@ -214,9 +231,8 @@ async def test_adapters_change_the_output_and_share_a_batch_with_the_base(
         together = await asyncio.gather(*(client.generate(adapter=name, **kwargs) for name in order))
         assert [reply.text for reply in together] == [alone[name] for name in order]
         assert [reply.adapter.name for reply in together] == order
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
+        with pytest.raises(AlreadyExists):
             await client.load_adapter("demo-a", source_uri=str(second))
-        assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
         page = await client.list_adapters(page_size=1)
         assert [a.name for a in page.adapters] == ["demo-a"] and page.next_page_token
         rest = await client.list_adapters(page_token=page.next_page_token)
@@ -228,9 +244,8 @@ async def test_adapters_change_the_output_and_share_a_batch_with_the_base(
     finally:
         await client.unload_adapter("demo-a")
         await client.unload_adapter("demo.b")
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(NotFound):
         await client.unload_adapter("demo-a")
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     await client.unload_adapter("demo-a", allow_missing=True)
     assert (await client.list_adapters()).adapters == []
 
@@ -250,29 +265,31 @@ async def tight_client():
     await generation.close()
 
 
-async def test_a_full_queue_is_resource_exhausted_and_a_cancelled_stream_frees_its_slot(tight_client: GenerationClient) -> None:
+async def test_a_full_queue_is_resource_exhausted_and_a_cancelled_stream_frees_its_slot(
+    tight_client: GenerationClient,
+) -> None:
     stream = tight_client.generate_stream(prompt="1, 2, 3, 4, 5, 6,", temperature=0, max_new_tokens=1000)
     first = await stream.__anext__()
     assert first.HasField("delta")
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(ResourceExhausted) as caught:
         await tight_client.generate(prompt="hi", max_new_tokens=1)
-    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert reasons(caught.value)[0] == "QUEUE_FULL"
     await stream.aclose()  # cancels the call: the server drops the row at its next step
     for _ in range(100):
         try:
             reply = await tight_client.generate(prompt="hi", temperature=0, max_new_tokens=2)
             break
-        except grpc.aio.AioRpcError as error:
-            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        except ResourceExhausted:  # any other error fails the test
             await asyncio.sleep(0.05)
     else:
         pytest.fail("the cancelled stream never gave its slot back")
     assert reply.usage.completion_tokens >= 1
 
 
-async def test_least_recently_used_adapter_is_evicted_and_reloaded(tight_client: GenerationClient, make_demo_adapter) -> None:  # type: ignore[no-untyped-def]
-    kwargs = dict(messages=QUESTION, temperature=0, max_new_tokens=6)
+async def test_least_recently_used_adapter_is_evicted_and_reloaded(
+    tight_client: GenerationClient, make_demo_adapter: Callable[[int], Path]
+) -> None:
+    kwargs: dict[str, Any] = dict(messages=QUESTION, temperature=0, max_new_tokens=6)
     await tight_client.load_adapter("first", source_uri=str(make_demo_adapter(0)))
     first_text = (await tight_client.generate(adapter="first", **kwargs)).text
     await tight_client.load_adapter("second", source_uri=str(make_demo_adapter(1)))
@@ -283,8 +300,7 @@ async def test_least_recently_used_adapter_is_evicted_and_reloaded(tight_client:
     states = {a.name: a.state for a in (await tight_client.list_adapters()).adapters}
     assert states == {"first": pb.Adapter.STATE_LOADED, "second": pb.Adapter.STATE_EVICTED}
     await tight_client.load_adapter("first", source_uri=str(make_demo_adapter(0)), pin=True)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(ResourceExhausted):
         await tight_client.generate(adapter="second", **kwargs)  # the only slot holds a pinned adapter
-    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     await tight_client.unload_adapter("first")
     await tight_client.unload_adapter("second")

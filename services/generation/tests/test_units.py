@@ -22,7 +22,13 @@ pytestmark = pytest.mark.unit
 
 @pytest.mark.parametrize(
     ("requested", "cuda", "expected"),
-    [("auto", True, "cuda"), ("auto", False, "cpu"), (None, False, "cpu"), ("cpu", True, "cpu"), ("cuda:1", True, "cuda:1")],
+    [
+        ("auto", True, "cuda"),
+        ("auto", False, "cpu"),
+        (None, False, "cpu"),
+        ("cpu", True, "cpu"),
+        ("cuda:1", True, "cuda:1"),
+    ],
 )
 def test_device_choice(requested: str | None, cuda: bool, expected: str) -> None:
     assert choose_device(requested, cuda) == expected
