@@ -11,6 +11,7 @@ from grpc_status import rpc_status
 
 from lorag.common.v1 import common_pb2
 from lorag.retrieval.v1 import retrieval_service_pb2 as pb
+from lorag_core.downstream import error_from_rpc, prefix_fields
 from lorag_core.errors import (
     DeadlineExceeded,
     FieldViolation,
@@ -20,13 +21,12 @@ from lorag_core.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from lorag_core.interceptors import current_deadline
+from lorag_core.interceptors import current_deadline, serving_call
+from lorag_retrieval.convert import plan_retrieval
+from lorag_retrieval.mmr import cosine_matrix, mmr
 from lorag_retrieval.rerankers.base import MAX_PASSAGES, validate_rerank
 from lorag_retrieval.rerankers.text import bm25, sentences, words
-from lorag_core.downstream import error_from_rpc, prefix_fields
 from lorag_retrieval.score_fusion import min_max, ranks, rrf, weighted_sum
-from lorag_retrieval.mmr import cosine_matrix, mmr
-from lorag_retrieval.convert import plan_retrieval
 
 pytestmark = pytest.mark.unit
 
@@ -131,11 +131,11 @@ def test_bm25_prefers_the_passage_with_the_rare_query_words():
 # -- request rules -------------------------------------------------------------------------------------------------
 
 
-def request(**options) -> pb.RetrieveRequest:  # type: ignore[no-untyped-def]
+def request(**options) -> pb.RetrieveRequest:
     return pb.RetrieveRequest(query="q", tenant="t", collection="c", options=common_pb2.RetrievalOptions(**options))
 
 
-def violations(call) -> list[str]:  # type: ignore[no-untyped-def]
+def violations(call) -> list[str]:
     with pytest.raises(InvalidArgument) as failure:
         call()
     return [v.field for v in failure.value.violations]
@@ -158,7 +158,13 @@ def test_plan_reports_every_bad_field():
         query="  ",
         tenant="",
         collection="c",
-        options=common_pb2.RetrievalOptions(top_k=0, alpha=1.5, mmr_lambda=-0.1, mode=99, fusion=42),
+        options=common_pb2.RetrievalOptions(
+            top_k=0,
+            alpha=1.5,
+            mmr_lambda=-0.1,
+            mode=99,
+            fusion=42,  # type: ignore[arg-type]  # bad enums on purpose
+        ),
     )
     assert violations(lambda: plan_retrieval(bad)) == [
         "query",
@@ -200,7 +206,7 @@ def rpc_error(error: LoragError) -> grpc.aio.AioRpcError:
     """The AioRpcError a client sees when a lorag service raises ``error`` (same trailers as the interceptor)."""
     status = rpc_status.to_status(error.to_status())
     return grpc.aio.AioRpcError(
-        status.code, grpc.aio.Metadata(), grpc.aio.Metadata(*status.trailing_metadata), details=status.details
+        status.code, grpc.aio.Metadata(), grpc.aio.Metadata(*status.trailing_metadata), status.details, None
     )
 
 
@@ -238,7 +244,7 @@ def test_not_found_and_resource_exhausted_pass_through():
 def test_unavailable_names_the_dependency():
     got = error_from_rpc(
         grpc.aio.AioRpcError(
-            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "connection refused"
+            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "connection refused", None
         ),
         dependency="embedding",
     )
@@ -247,18 +253,26 @@ def test_unavailable_names_the_dependency():
 
 
 def test_deadline_exceeded_depends_on_whose_deadline_passed():
-    error = grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), "late")
-    timeout = error_from_rpc(error, dependency="indexer")
-    assert isinstance(timeout, Unavailable) and timeout.reason == "DEPENDENCY_TIMEOUT"
-    token = current_deadline.set(0.0)  # the caller's deadline: long gone
+    error = grpc.aio.AioRpcError(
+        grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), "late", None
+    )
+    # A plain client (an application, the CLI): its own timeout ran out.
+    assert isinstance(error_from_rpc(error, dependency="indexer"), DeadlineExceeded)
+    serving = serving_call.set(True)  # inside a service serving a call without a deadline
     try:
-        assert isinstance(error_from_rpc(error, dependency="indexer"), DeadlineExceeded)
+        timeout = error_from_rpc(error, dependency="indexer")
+        assert isinstance(timeout, Unavailable) and timeout.reason == "DEPENDENCY_TIMEOUT"
+        token = current_deadline.set(0.0)  # the caller's deadline: long gone
+        try:
+            assert isinstance(error_from_rpc(error, dependency="indexer"), DeadlineExceeded)
+        finally:
+            current_deadline.reset(token)
     finally:
-        current_deadline.reset(token)
+        serving_call.reset(serving)
 
 
 def test_other_codes_keep_their_code_and_name_the_dependency():
-    error = grpc.aio.AioRpcError(grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), grpc.aio.Metadata(), "boom")
+    error = grpc.aio.AioRpcError(grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), grpc.aio.Metadata(), "boom", None)
     got = error_from_rpc(error, dependency="indexer")
     assert got.code == grpc.StatusCode.INTERNAL and "indexer" in got.message and got.reason == "DEPENDENCY_FAILED"
 

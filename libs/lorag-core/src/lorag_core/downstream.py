@@ -12,8 +12,9 @@ metadata and violations the callee sent:
   (``filter.field`` → ``options.filter.field``);
 * UNAVAILABLE becomes ``Unavailable`` naming the dependency (``metadata["dependency"]``: the deepest one that
   failed, when the callee named one, else the callee itself);
-* DEADLINE_EXCEEDED is ``DeadlineExceeded`` when the caller's own deadline has passed, and ``Unavailable``
-  (reason ``DEPENDENCY_TIMEOUT``) when only the per-call timeout towards the dependency ran out;
+* DEADLINE_EXCEEDED is ``DeadlineExceeded`` for a plain client (an application, the CLI) and, inside a
+  service, when the deadline of the call being served has passed; a service whose per-call timeout towards a
+  dependency ran out first reports ``Unavailable`` (reason ``DEPENDENCY_TIMEOUT``) to its own caller;
 * anything else (INTERNAL, UNKNOWN, UNIMPLEMENTED ...) keeps its code, with the dependency named in the message.
 
 Every error made here carries ``dependency``: the service that was called.
@@ -42,7 +43,7 @@ from lorag_core.errors import (
     Unauthenticated,
     Unavailable,
 )
-from lorag_core.interceptors import remaining_time
+from lorag_core.interceptors import remaining_time, serving_call
 
 FieldMap = Callable[[str], str]
 
@@ -119,7 +120,7 @@ def _rebuild(
         )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         left = remaining_time()
-        if left is not None and left <= 0:
+        if not serving_call.get() or (left is not None and left <= 0):  # a plain client's own timeout, or ours
             return DeadlineExceeded(
                 f"the caller's deadline passed while waiting for the {dependency} service", metadata=named
             )

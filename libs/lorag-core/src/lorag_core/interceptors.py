@@ -31,6 +31,8 @@ _INFRA_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 # The absolute (monotonic) deadline of the call being served, if its caller set one.
 current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("lorag_deadline", default=None)
+# Whether the code running serves a call (inside a service) rather than being a plain client (an app, the CLI).
+serving_call: contextvars.ContextVar[bool] = contextvars.ContextVar("lorag_serving_call", default=False)
 
 Behavior = Callable[..., Any]
 
@@ -207,6 +209,7 @@ class DeadlineInterceptor(_ServerInterceptor):
         def bind(context: Context) -> None:
             remaining = context.time_remaining()
             current_deadline.set(time.monotonic() + remaining if remaining is not None else None)
+            serving_call.set(True)
 
         def unary(behavior: Behavior) -> Behavior:
             async def call(request: Any, context: Context) -> Any:

@@ -32,7 +32,6 @@ import json
 import math
 import random
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +43,6 @@ from lorag.indexer.v1 import indexer_service_pb2
 from lorag_client import CLIENTS, IndexerClient, ServiceClient, TrainingClient, sampling_params
 from lorag_client import retrieval_options as sdk_retrieval_options
 from lorag_client.indexer import chunk_record
-from lorag_core.interceptors import current_deadline
 
 Kind = Literal["unary", "server_stream", "client_stream", "bidi_stream"]
 
@@ -283,20 +281,14 @@ class Workload:
     async def call(self, i: int) -> float | None:
         """Send request ``i``; return the loop time of the first response message for response streams."""
         request = self.build(i)
-        # The tool is the caller and --timeout its deadline: a call that runs out of time is DEADLINE_EXCEEDED
-        # (the client reports a per-call timeout inside a longer deadline as an unavailable dependency).
-        token = current_deadline.set(time.monotonic() + self.timeout)
-        try:
-            if self.spec.kind in ("unary", "client_stream"):
-                await self.client.invoke(self.spec.name, request, timeout=self.timeout)
-                return None
-            first = None
-            async for _ in self.client.invoke_stream(self.spec.name, request, timeout=self.timeout):
-                if first is None:
-                    first = asyncio.get_running_loop().time()
-            return first
-        finally:
-            current_deadline.reset(token)
+        if self.spec.kind in ("unary", "client_stream"):
+            await self.client.invoke(self.spec.name, request, timeout=self.timeout)
+            return None
+        first = None
+        async for _ in self.client.invoke_stream(self.spec.name, request, timeout=self.timeout):
+            if first is None:
+                first = asyncio.get_running_loop().time()
+        return first
 
 
 def messages(service: str) -> Any:
