@@ -443,20 +443,10 @@ async def build_workload(
                     options=retrieval_options(options),
                 )
             )
-        case "gateway", "Ask":
+        case "gateway", "Ask" | "AskStream":
+            ask_type = pb.AskRequest if spec.name == "Ask" else pb.AskStreamRequest
             build = pool(
-                lambda i: pb.AskRequest(
-                    question=text.query(),
-                    tenant=options.tenant,
-                    collection=options.collection,
-                    retrieval=retrieval_options(options),
-                    adapter=options.adapter,
-                    sampling=sampling(options, i),
-                )
-            )
-        case "gateway", "AskStream":
-            build = pool(
-                lambda i: pb.AskStreamRequest(
+                lambda i: ask_type(
                     question=text.query(),
                     tenant=options.tenant,
                     collection=options.collection,
