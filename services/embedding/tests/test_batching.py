@@ -18,6 +18,8 @@ import pytest
 from lorag_core.errors import ResourceExhausted, Unavailable
 from lorag_embedding.batching import DynamicBatcher
 
+pytestmark = pytest.mark.unit
+
 DIM = 8
 
 

@@ -36,11 +36,13 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None
         await asyncio.sleep(0.001)
 
 
+@pytest.mark.unit
 def test_default_model_path_is_the_packaged_model() -> None:
     path = default_model_path()
     assert path.name == "model" and (path / "modules.json").is_file()
 
 
+@pytest.mark.service
 async def test_info(embedder: LocalEmbedder) -> None:
     assert isinstance(embedder, Embedder)
     info = embedder.info
@@ -54,6 +56,7 @@ async def test_info(embedder: LocalEmbedder) -> None:
     assert embedder.device == "cpu"
 
 
+@pytest.mark.service
 async def test_vectors_are_384_d_unit_norm(embedder: LocalEmbedder) -> None:
     result = await embedder.embed(["hello world", "The quick brown fox."], InputType.DOCUMENT, truncate=True)
     assert result.vectors.shape == (2, 384) and result.vectors.dtype == np.float32
@@ -63,6 +66,7 @@ async def test_vectors_are_384_d_unit_norm(embedder: LocalEmbedder) -> None:
     assert result.inference_ns > 0 and result.queue_ns > 0
 
 
+@pytest.mark.service
 async def test_token_counts_match_the_models_tokenizer(embedder: LocalEmbedder) -> None:
     from transformers import AutoTokenizer
 
@@ -74,6 +78,7 @@ async def test_token_counts_match_the_models_tokenizer(embedder: LocalEmbedder) 
     assert result.truncated == [n > 256 for n in full]
 
 
+@pytest.mark.service
 async def test_similar_sentences_score_higher_than_unrelated(embedder: LocalEmbedder) -> None:
     query = await embed_one(embedder, "How do I bake bread at home?", InputType.QUERY)
     docs = (
@@ -87,6 +92,7 @@ async def test_similar_sentences_score_higher_than_unrelated(embedder: LocalEmbe
     assert related > unrelated + 0.3
 
 
+@pytest.mark.service
 async def test_batched_equals_single(embedder: LocalEmbedder) -> None:
     texts = [
         "short",
@@ -99,6 +105,7 @@ async def test_batched_equals_single(embedder: LocalEmbedder) -> None:
     np.testing.assert_allclose(batched, singles, atol=1e-5)
 
 
+@pytest.mark.service
 async def test_long_text_is_truncated_when_allowed(embedder: LocalEmbedder) -> None:
     result = await embedder.embed(["short one", LONG_TEXT], InputType.DOCUMENT, truncate=True)
     assert result.token_counts == [4, 256]
@@ -107,6 +114,7 @@ async def test_long_text_is_truncated_when_allowed(embedder: LocalEmbedder) -> N
     np.testing.assert_allclose(result.vectors[1], await embed_one(embedder, "word " * 254), atol=1e-5)
 
 
+@pytest.mark.service
 async def test_long_text_is_refused_when_truncation_is_off(embedder: LocalEmbedder) -> None:
     with pytest.raises(InvalidArgument) as refused:
         await embedder.embed(["short one", LONG_TEXT], InputType.DOCUMENT, truncate=False)
@@ -119,6 +127,7 @@ async def test_long_text_is_refused_when_truncation_is_off(embedder: LocalEmbedd
     assert result.token_counts == [256] and result.truncated == [False]
 
 
+@pytest.mark.service
 async def test_request_validation(embedder: LocalEmbedder) -> None:
     with pytest.raises(InvalidArgument) as empty_list:
         await embedder.embed([], InputType.QUERY, truncate=True)
@@ -134,6 +143,7 @@ async def test_request_validation(embedder: LocalEmbedder) -> None:
     assert "256" in too_many.value.violations[0].description
 
 
+@pytest.mark.service
 async def test_64_concurrent_callers_are_packed_and_get_their_own_vectors(embedder: LocalEmbedder) -> None:
     texts = [f"Caller number {i} asks about topic {i * 7 % 13}." for i in range(64)]
     expected = (await embedder.embed(texts, InputType.QUERY, truncate=True)).vectors
@@ -148,6 +158,7 @@ async def test_64_concurrent_callers_are_packed_and_get_their_own_vectors(embedd
         assert result.token_counts[0] > 0
 
 
+@pytest.mark.service
 async def test_embedding_runs_off_the_event_loop(embedder: LocalEmbedder) -> None:
     """While a large batch is in the model, the loop still answers quickly."""
     texts = [f"{i} " + "token " * 150 for i in range(24)]
@@ -180,6 +191,7 @@ async def prompted(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Lo
     await e.close()
 
 
+@pytest.mark.service
 async def test_input_type_selects_the_models_prompt(prompted: LocalEmbedder, embedder: LocalEmbedder) -> None:
     assert prompted.info.model_id == "minilm-with-prompts"
     assert prompted.info.prompts == {"query": "query: "}  # the empty "document" prompt is no prompt
@@ -211,6 +223,7 @@ async def tiny_queue() -> AsyncIterator[LocalEmbedder]:
     await e.close()
 
 
+@pytest.mark.service
 async def test_full_queue_gives_resource_exhausted(tiny_queue: LocalEmbedder) -> None:
     long_texts = [f"{i} " + "token " * 250 for i in range(8)]
     first = asyncio.ensure_future(tiny_queue.embed(long_texts, InputType.DOCUMENT, truncate=True))
@@ -226,6 +239,7 @@ async def test_full_queue_gives_resource_exhausted(tiny_queue: LocalEmbedder) ->
     assert (await tiny_queue.embed(long_texts, InputType.DOCUMENT, truncate=True)).vectors.shape == (8, 384)
 
 
+@pytest.mark.service
 async def test_cancelled_caller_does_not_break_others(tiny_queue: LocalEmbedder) -> None:
     long_texts = [f"{i} " + "token " * 250 for i in range(6)]
     expected = np.stack([await embed_one(tiny_queue, t) for t in long_texts[:1]])
@@ -244,6 +258,7 @@ async def test_cancelled_caller_does_not_break_others(tiny_queue: LocalEmbedder)
     assert tiny_queue.stats().queue_depth == 0
 
 
+@pytest.mark.service
 async def test_close_fails_waiting_callers_with_unavailable() -> None:
     e = LocalEmbedder(torch_threads=2, max_batch_size=1)
     await e.start()
@@ -258,15 +273,17 @@ async def test_close_fails_waiting_callers_with_unavailable() -> None:
         await e.embed(["after close"], InputType.DOCUMENT, truncate=True)
 
 
+@pytest.mark.service
 async def test_a_model_that_cannot_load_fails_start(tmp_path) -> None:
     e = LocalEmbedder(tmp_path / "no-such-model")
     with pytest.raises(OSError):
         await e.start()
     with pytest.raises(RuntimeError):
-        e.info  # noqa: B018
+        e.info  # noqa: B018 - reading the property is what must raise
     await e.close()
 
 
+@pytest.mark.service
 @pytest.mark.gpu
 async def test_cuda_matches_cpu(embedder: LocalEmbedder) -> None:
     import torch

@@ -14,18 +14,23 @@ import grpc
 import numpy as np
 import pytest
 
-from lorag.embedding.v1 import embedding_service_pb2 as pb
 from lorag_client import EmbeddingClient
 from lorag_core.downstream import status_details
+from lorag_core.errors import LoragError
 from lorag_core.server import ServiceApp
+from lorag_embedding.backends import Embedder
 from lorag_embedding.backends.local import default_model_path
 from lorag_embedding.config import EmbeddingSettings
 from lorag_embedding.server import create_app
 
-GRPCURL = shutil.which("grpcurl") or str(Path(os.environ.get("LORAG_CACHE", Path.home() / ".cache/lorag")) / "bin/grpcurl")
+pytestmark = pytest.mark.service
+
+GRPCURL = shutil.which("grpcurl") or str(
+    Path(os.environ.get("LORAG_CACHE", Path.home() / ".cache/lorag")) / "bin/grpcurl"
+)
 
 
-async def start_service(**overrides) -> tuple[ServiceApp, object]:
+async def start_service(**overrides) -> tuple[ServiceApp, Embedder]:
     app, embedder = create_app(EmbeddingSettings(port=0, **overrides))
     await app.start()
     await embedder.start()
@@ -54,10 +59,9 @@ def reference_model():
     return SentenceTransformer(str(default_model_path()), device="cpu")
 
 
-def reasons(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    """The ErrorInfo reason ("" when none) and the BadRequest field paths of a failed call."""
-    reason, _, violations = status_details(error)
-    return reason or "", [v.field for v in violations]
+def reasons(error: LoragError) -> tuple[str, list[str]]:
+    """The ErrorInfo reason and the BadRequest field paths of a failed call."""
+    return error.reason, [v.field for v in error.violations]
 
 
 async def test_vectors_match_the_in_process_model(client, reference_model):
@@ -69,7 +73,9 @@ async def test_vectors_match_the_in_process_model(client, reference_model):
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     assert response.model == "sentence-transformers/all-MiniLM-L6-v2"
-    assert [e.token_count for e in response.embeddings] == [len(reference_model.tokenizer(t)["input_ids"]) for t in texts]
+    assert [e.token_count for e in response.embeddings] == [
+        len(reference_model.tokenizer(t)["input_ids"]) for t in texts
+    ]
     assert response.usage.prompt_tokens == sum(e.token_count for e in response.embeddings)
     assert response.timing.total_ns >= response.timing.inference_ns > 0
 
@@ -92,9 +98,9 @@ async def test_overlong_text_is_truncated_by_default_and_refused_on_request(clie
     response = await client.embed([long_text, "short"])
     assert [e.truncated for e in response.embeddings] == [True, False]
     assert response.embeddings[0].token_count == 256
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
+    with pytest.raises(LoragError) as failure:
         await client.embed(["short", long_text], truncate=False)
-    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert reasons(failure.value) == ("TEXT_TOO_LONG", ["texts[1]"])
 
 
@@ -107,9 +113,9 @@ async def test_overlong_text_is_truncated_by_default_and_refused_on_request(clie
     ],
 )
 async def test_bad_input_is_invalid_argument_with_field_violations(client, texts, reason, fields):
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
+    with pytest.raises(LoragError) as failure:
         await client.embed(texts)
-    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert reasons(failure.value) == (reason, fields)
 
 
@@ -122,7 +128,7 @@ async def test_invalid_utf8_is_invalid_argument(service):
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await embed(raw)
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert reasons(failure.value)[0] == "UNDECODABLE_REQUEST"
+    assert status_details(failure.value)[0] == "UNDECODABLE_REQUEST"  # a raw channel: the status itself
 
 
 async def test_full_queue_answers_resource_exhausted_and_the_service_keeps_serving():
@@ -131,9 +137,9 @@ async def test_full_queue_answers_resource_exhausted_and_the_service_keeps_servi
         async with EmbeddingClient(app.address) as client:
             texts = ["a sentence long enough to take a moment to embed " * 8] * 8
             results = await asyncio.gather(*(client.embed(texts) for _ in range(12)), return_exceptions=True)
-            codes = {r.code() if isinstance(r, grpc.aio.AioRpcError) else grpc.StatusCode.OK for r in results}
+            codes = {r.code if isinstance(r, LoragError) else grpc.StatusCode.OK for r in results}
             assert codes == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
-            exhausted = next(r for r in results if isinstance(r, grpc.aio.AioRpcError))
+            exhausted = next(r for r in results if isinstance(r, LoragError))
             assert reasons(exhausted)[0] == "QUEUE_FULL"
             assert len((await client.embed(["still serving"])).embeddings) == 1
     finally:
@@ -156,11 +162,17 @@ async def test_grpcurl_lists_describes_and_calls_embed_by_reflection(service):
     assert Path(GRPCURL).exists(), "grpcurl is installed by `make setup`"
     listed = await asyncio.to_thread(_grpcurl, service.address, "list")
     assert "lorag.embedding.v1.EmbeddingService" in listed.stdout.split()
-    described = await asyncio.to_thread(_grpcurl, service.address, "describe", "lorag.embedding.v1.EmbeddingService.Embed")
+    described = await asyncio.to_thread(
+        _grpcurl, service.address, "describe", "lorag.embedding.v1.EmbeddingService.Embed"
+    )
     assert described.returncode == 0, described.stderr
     assert "rpc Embed ( .lorag.embedding.v1.EmbedRequest )" in described.stdout
     called = await asyncio.to_thread(
-        _grpcurl, "-d", '{"texts": ["hello from grpcurl"]}', service.address, "lorag.embedding.v1.EmbeddingService/Embed"
+        _grpcurl,
+        "-d",
+        '{"texts": ["hello from grpcurl"]}',
+        service.address,
+        "lorag.embedding.v1.EmbeddingService/Embed",
     )
     assert called.returncode == 0, called.stderr
     reply = json.loads(called.stdout)

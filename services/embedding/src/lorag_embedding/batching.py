@@ -308,7 +308,7 @@ class DynamicBatcher:
                     raise RuntimeError(f"run_batch returned shape {vectors.shape} for {len(texts)} texts")
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the failure belongs to this batch's callers, not the loop
+            except Exception as exc:
                 log.error("embedding batch failed", size=len(texts), tokens=batch.tokens, error=repr(exc))
                 self._fail(batch, exc)
                 continue
@@ -321,7 +321,7 @@ class DynamicBatcher:
             if self.on_batch is not None:
                 try:
                     self.on_batch(len(texts), batch.tokens, elapsed)
-                except Exception as exc:  # noqa: BLE001 - a metrics hook must never stop batching
+                except Exception as exc:
                     log.warning("on_batch hook failed", error=repr(exc))
 
     def _deliver(self, batch: _Batch, vectors: np.ndarray, elapsed_ns: int) -> None:

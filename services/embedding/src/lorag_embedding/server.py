@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from opentelemetry.metrics import CallbackOptions, Observation
+
 from lorag.embedding.v1 import embedding_service_pb2 as pb
 from lorag.embedding.v1 import embedding_service_pb2_grpc as pb_grpc
 from lorag_core.server import ServiceApp
@@ -17,8 +21,9 @@ def build_embedder(settings: EmbeddingSettings, app: ServiceApp) -> Embedder:
     if settings.backend == "tei":
         from lorag_embedding.backends.tei import TEIEmbedder
 
+        assert settings.tei_url, "the settings refuse backend=tei without tei_url"
         return TEIEmbedder(
-            settings.tei_url,  # type: ignore[arg-type] - required by the settings validator
+            settings.tei_url,
             model_id=settings.model,
             max_client_batch_size=settings.max_client_batch_size,
             timeout=settings.tei_timeout_seconds,
@@ -27,8 +32,12 @@ def build_embedder(settings: EmbeddingSettings, app: ServiceApp) -> Embedder:
 
     meter = app.telemetry.meter
     batch_texts = meter.create_histogram("lorag.embedding.batch.size", unit="{text}", description="Texts per batch.")
-    batch_tokens = meter.create_histogram("lorag.embedding.batch.tokens", unit="{token}", description="Tokens per batch.")
-    batch_seconds = meter.create_histogram("lorag.embedding.batch.duration", unit="s", description="Inference per batch.")
+    batch_tokens = meter.create_histogram(
+        "lorag.embedding.batch.tokens", unit="{token}", description="Tokens per batch."
+    )
+    batch_seconds = meter.create_histogram(
+        "lorag.embedding.batch.duration", unit="s", description="Inference per batch."
+    )
 
     def on_batch(size: int, tokens: int, inference_ns: int) -> None:
         batch_texts.record(size)
@@ -47,9 +56,7 @@ def build_embedder(settings: EmbeddingSettings, app: ServiceApp) -> Embedder:
         on_batch=on_batch,
     )
 
-    def queue_depth(_options):  # type: ignore[no-untyped-def]
-        from opentelemetry.metrics import Observation
-
+    def queue_depth(_options: CallbackOptions) -> Iterator[Observation]:
         batcher = embedder.batcher
         yield Observation(batcher.queue_depth if batcher is not None else 0)
 

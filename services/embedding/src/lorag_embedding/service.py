@@ -25,7 +25,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
     def __init__(self, embedder: Embedder) -> None:
         self._embedder = embedder
 
-    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:  # noqa: N802
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
         started = time.perf_counter_ns()
         truncate = request.truncate if request.HasField("truncate") else True
         input_type = _INPUT_TYPES.get(request.input_type, InputType.DOCUMENT)
@@ -51,7 +51,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             ),
         )
 
-    async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:  # noqa: N802
+    async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
         info = self._embedder.info
         return pb.InfoResponse(
             model=info.model_id,

@@ -5,8 +5,8 @@ cheap: torch and sentence-transformers load only when :meth:`LocalEmbedder.start
 """
 
 from lorag_embedding.backends.base import (
-    EmbedResult,
     Embedder,
+    EmbedResult,
     InputType,
     ModelInfo,
     apply_token_limit,

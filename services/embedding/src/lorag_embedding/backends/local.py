@@ -74,8 +74,7 @@ class _TokenCounter:
         else:  # a slow (pure Python) tokenizer: correct, just slower
             slow = copy.deepcopy(tokenizer)
             self._count = lambda texts: [
-                len(ids)
-                for ids in slow(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+                len(ids) for ids in slow(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
             ]
 
     def __call__(self, texts: list[str]) -> list[int]:

@@ -279,9 +279,7 @@ class TEIEmbedder:
                 metadata=metadata,
             ) from exc
         except httpx2.HTTPError as exc:  # connection refused or reset, DNS, protocol errors, closed client
-            raise Unavailable(
-                f"cannot reach TEI at {self.url} ({what}): {exc!r}", metadata=metadata
-            ) from exc
+            raise Unavailable(f"cannot reach TEI at {self.url} ({what}): {exc!r}", metadata=metadata) from exc
         except RuntimeError as exc:  # httpx2 refuses requests on a closed client with RuntimeError
             if self._closed:
                 raise Unavailable("the embedding service is shutting down", reason="SHUTTING_DOWN") from exc
