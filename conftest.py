@@ -11,8 +11,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from lorag_cli.stack.weaviate import WeaviateServer  # noqa: E402 - the hub must be offline before any model import
-from lorag_testing import tier_problems  # noqa: E402 - after the offline switches, as every import here
+from lorag_cli.stack.weaviate import WeaviateServer
+from lorag_testing import tier_problems
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m / -k deselect: every collected test is checked, whatever runs
@@ -52,7 +52,9 @@ def build_demo_adapter(
     from lorag_models import resolve_model
 
     base = AutoModelForCausalLM.from_pretrained(resolve_model().path, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=list(target_modules), lora_dropout=0.0, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=8, lora_alpha=16, target_modules=list(target_modules), lora_dropout=0.0, task_type="CAUSAL_LM"
+    )
     with torch.random.fork_rng():  # peft draws A from the global generator: seed it so the adapter is reproducible
         torch.manual_seed(seed)
         model = get_peft_model(base, config)
@@ -61,7 +63,7 @@ def build_demo_adapter(
         for name, parameter in model.named_parameters():
             if "lora_B" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
-    model.save_pretrained(target)
+    model.save_pretrained(str(target))
     return target
 
 
@@ -79,7 +81,7 @@ def make_demo_adapter(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def demo_adapter(make_demo_adapter) -> Path:  # type: ignore[no-untyped-def]
+def demo_adapter(make_demo_adapter) -> Path:
     """A real PEFT LoRA adapter folder (adapter_config.json + safetensors) for the default base model, whose greedy
     output differs from the base model's."""
     return make_demo_adapter(0)
@@ -123,7 +125,7 @@ async def lorag_services(weaviate: WeaviateServer, generation_service: str, tmp_
 
     started = []
 
-    async def launch(app, startup=None, shutdown=None):  # type: ignore[no-untyped-def]
+    async def launch(app, startup=None, shutdown=None):
         await app.start()
         if startup is not None:
             await startup()
@@ -135,7 +137,10 @@ async def lorag_services(weaviate: WeaviateServer, generation_service: str, tmp_
     addresses = {"embedding": await launch(embedding_app, embedder.start, embedder.close)}
     indexer_app, store = create_indexer(
         IndexerSettings(
-            port=0, weaviate_host=weaviate.host, weaviate_http_port=weaviate.http_port, weaviate_grpc_port=weaviate.grpc_port
+            port=0,
+            weaviate_host=weaviate.host,
+            weaviate_http_port=weaviate.http_port,
+            weaviate_grpc_port=weaviate.grpc_port,
         )
     )
     addresses["indexer"] = await launch(indexer_app, store.start, store.close)
@@ -149,7 +154,10 @@ async def lorag_services(weaviate: WeaviateServer, generation_service: str, tmp_
     )
     addresses["training"] = await launch(training_app, training.start, training.close)
     gateway = Gateway(
-        GatewaySettings(port=0, **{f"{name}_address": addresses[name] for name in ("embedding", "indexer", "retrieval", "generation")})
+        GatewaySettings(
+            port=0,
+            **{f"{name}_address": addresses[name] for name in ("embedding", "indexer", "retrieval", "generation")},
+        )
     )
     addresses["gateway"] = await launch(gateway.app, None, gateway.close)
     yield addresses
@@ -168,9 +176,9 @@ def process_stack(tmp_path_factory: pytest.TempPathFactory):
     Skipped only where the Jaeger binary is absent; `make setup` builds it, as CI does.
     """
     from lorag_cli.stack.components import SERVICES
-    from lorag_testing.jaeger import JaegerNotInstalledError, JaegerServer, find_jaeger_binary
     from lorag_cli.stack.manager import LocalStack
     from lorag_cli.stack.private import private_env
+    from lorag_testing.jaeger import JaegerNotInstalledError, JaegerServer, find_jaeger_binary
 
     try:
         find_jaeger_binary()

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import grpc
 import pytest
 
 from lorag_client import GenerationClient, TrainingClient
+from lorag_core.errors import NotFound
 from lorag_generation.config import GenerationSettings
 from lorag_generation.server import create_app as create_generation
 from lorag_training.config import TrainingSettings
@@ -40,7 +40,7 @@ def register_versions(settings: TrainingSettings, folders: list[Path]) -> None:
 
 
 @pytest.fixture(scope="module")
-async def training(tmp_path_factory, make_demo_adapter):  # type: ignore[no-untyped-def]
+async def training(tmp_path_factory, make_demo_adapter):
     settings = TrainingSettings(port=0, data_dir=tmp_path_factory.mktemp("registry"), devices="", grace_seconds=0)
     await asyncio.to_thread(register_versions, settings, [make_demo_adapter(0), make_demo_adapter(1)])
     app, runtime = create_training(settings)
@@ -55,7 +55,7 @@ async def training(tmp_path_factory, make_demo_adapter):  # type: ignore[no-unty
 
 
 @pytest.fixture(scope="module")
-async def generation(training):  # type: ignore[no-untyped-def]
+async def generation(training):
     settings = GenerationSettings(port=0, training_address=training[1], alias_poll_seconds=0.5)
     app, service = create_generation(settings)
     await app.start()
@@ -67,7 +67,7 @@ async def generation(training):  # type: ignore[no-untyped-def]
     await service.close()
 
 
-async def test_alias_resolves_through_the_training_registry(training, generation) -> None:  # type: ignore[no-untyped-def]
+async def test_alias_resolves_through_the_training_registry(training, generation) -> None:
     registry, _ = training
     by_alias = await generation.generate(adapter="support@production", **GREEDY)
     assert (by_alias.adapter.name, by_alias.adapter.version, by_alias.adapter.alias) == ("support", "1", "production")
@@ -76,16 +76,17 @@ async def test_alias_resolves_through_the_training_registry(training, generation
     latest = await generation.generate(adapter="support", **GREEDY)  # a plain name: the latest version
     assert latest.adapter.version == "2"
     for reference in ("support@staging", "nobody@production", "support@9"):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
+        with pytest.raises(NotFound, match=r"\w"):
             await generation.generate(adapter=reference, **GREEDY)
-        assert caught.value.code() == grpc.StatusCode.NOT_FOUND, reference
     assert (await registry.get_adapter_version("support@production")).version == "1"
 
 
-async def test_moving_the_alias_hot_swaps_without_failed_requests(training, generation) -> None:  # type: ignore[no-untyped-def]
+async def test_moving_the_alias_hot_swaps_without_failed_requests(training, generation) -> None:
     registry, _ = training
     await registry.set_alias("support", "production", "1")
-    loaded = await generation.load_adapter(registry_reference="support@production", follow_alias=True, name="support-prod")
+    loaded = await generation.load_adapter(
+        registry_reference="support@production", follow_alias=True, name="support-prod"
+    )
     assert (loaded.adapter.version, loaded.adapter.alias) == ("1", "production")
     v1 = await generation.generate(adapter="support-prod", **GREEDY)
     v2_text = (await generation.generate(adapter="support@2", **GREEDY)).text

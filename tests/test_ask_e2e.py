@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,26 +38,32 @@ DOCS = {
     "tenants.txt": "Each customer of lorag is a tenant; a tenant's documents are never searched for another.",
 }
 QUESTION = "What is the capital of France?"
-GREEDY = {"temperature": 0.0, "max_new_tokens": 32}
+GREEDY: dict[str, Any] = {"temperature": 0.0, "max_new_tokens": 32}
 
 
 @pytest.fixture(scope="module")
 async def gateway(lorag_services):
     async with GatewayClient(lorag_services["gateway"], timeout=180) as client:
         async for event in client.ingest(
-            [document(tenant=TENANT, collection=COLLECTION, id=name, text=text, source_uri=name)
-             for name, text in DOCS.items()]
+            [
+                document(tenant=TENANT, collection=COLLECTION, id=name, text=text, source_uri=name)
+                for name, text in DOCS.items()
+            ]
         ):
             if event.HasField("result"):
                 assert event.result.outcome == pb.INGEST_OUTCOME_WRITTEN, event.result.reason
         yield client
 
 
-async def streamed(gateway: GatewayClient, **kwargs) -> tuple[list[AskDelta], Answer]:  # type: ignore[no-untyped-def]
-    items = [item async for item in gateway.ask_stream(QUESTION, collection=COLLECTION, tenant=TENANT, top_k=3,
-                                                          **GREEDY, **kwargs)]
+async def streamed(gateway: GatewayClient, **kwargs) -> tuple[list[AskDelta], Answer]:
+    items = [
+        item
+        async for item in gateway.ask_stream(
+            QUESTION, collection=COLLECTION, tenant=TENANT, top_k=3, **GREEDY, **kwargs
+        )
+    ]
     assert all(isinstance(i, AskDelta) for i in items[:-1]) and isinstance(items[-1], Answer)
-    return items[:-1], items[-1]  # type: ignore[return-value]
+    return items[:-1], items[-1]  # type: ignore[return-value]  # the assert above checks each item's type
 
 
 async def test_a_streamed_cited_answer_then_the_same_question_with_an_adapter(gateway, lorag_services, demo_adapter):
@@ -96,16 +103,27 @@ async def test_lorag_ask_json(gateway, lorag_services):
         )
 
     scope = ["--collection", COLLECTION, "--tenant", TENANT]
-    done = await lorag("ask", QUESTION, *scope, "--top-k", "2", "--temperature", "0", "--max-new-tokens", "24",
-                       "--json")
+    done = await lorag(
+        "ask", QUESTION, *scope, "--top-k", "2", "--temperature", "0", "--max-new-tokens", "24", "--json"
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
-    direct = await gateway.ask(QUESTION, collection=COLLECTION, tenant=TENANT, top_k=2, temperature=0.0,
-                               max_new_tokens=24)
+    direct = await gateway.ask(
+        QUESTION, collection=COLLECTION, tenant=TENANT, top_k=2, temperature=0.0, max_new_tokens=24
+    )
     assert data["answer"] == direct.answer and data["answer"].strip()
     assert [c["document_id"] for c in data["citations"]] == [c.document_id for c in direct.citations]
-    assert set(data["citations"][0]) == {"passage_number", "document_id", "chunk_id", "char_start", "char_end",
-                                         "score", "title", "source_uri", "cited_in_answer"}
+    assert set(data["citations"][0]) == {
+        "passage_number",
+        "document_id",
+        "chunk_id",
+        "char_start",
+        "char_end",
+        "score",
+        "title",
+        "source_uri",
+        "cited_in_answer",
+    }
     assert data["citations"][0]["document_id"] == "paris.txt" and data["no_context"] is False
     assert data["finish_reason"] in ("stop", "length") and data["model"] and data["adapter"] is None
     assert data["usage"]["total_tokens"] == data["usage"]["prompt_tokens"] + data["usage"]["completion_tokens"] > 0
@@ -115,8 +133,9 @@ async def test_lorag_ask_json(gateway, lorag_services):
     )
     assert timings["generation"]["total_ms"] > 0 and timings["retrieval"]["total_ms"] > 0
 
-    table = await lorag("ask", QUESTION, *scope, "--template", "concise", "--temperature", "0",
-                        "--max-new-tokens", "16")
+    table = await lorag(
+        "ask", QUESTION, *scope, "--template", "concise", "--temperature", "0", "--max-new-tokens", "16"
+    )
     assert table.returncode == 0, table.stderr
     assert "paris.txt" in table.stdout and "first token" in table.stdout
 

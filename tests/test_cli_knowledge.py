@@ -41,8 +41,14 @@ async def test_ingest_sync_and_retrieve_a_folder(run, tmp_path: Path):
     first = await run("ingest", str(tmp_path), "--collection", collection, *scope, "--json")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout) | {"seconds": 0, "chunks": 0, "embedded_tokens": 0} == {
-        "written": 3, "unchanged": 0, "failed": 0, "documents": 3, "chunks": 0, "embedded_tokens": 0,
-        "seconds": 0, "failures": [],
+        "written": 3,
+        "unchanged": 0,
+        "failed": 0,
+        "documents": 3,
+        "chunks": 0,
+        "embedded_tokens": 0,
+        "seconds": 0,
+        "failures": [],
     }
     again = json.loads((await run("ingest", str(tmp_path), "--collection", collection, *scope, "--json")).stdout)
     assert (again["written"], again["unchanged"], again["embedded_tokens"]) == (0, 3, 0)
@@ -80,16 +86,32 @@ async def test_eval_retrieval_prints_one_json_object_per_mode(run, tmp_path: Pat
         "d3": ("Insulin", "Insulin lowers blood glucose by helping cells absorb sugar."),
         "d4": ("Volcanoes", "Magma that reaches the surface erupts as lava from volcanoes."),
     }
-    queries = {"q1": "When was the tower in Paris finished?", "q2": "How do plants make oxygen?",
-               "q3": "Which hormone reduces blood sugar?"}
+    queries = {
+        "q1": "When was the tower in Paris finished?",
+        "q2": "How do plants make oxygen?",
+        "q3": "Which hormone reduces blood sugar?",
+    }
     (tmp_path / "qrels").mkdir()
     (tmp_path / "corpus.jsonl").write_text(
         "".join(json.dumps({"_id": i, "title": t, "text": x, "metadata": {}}) + "\n" for i, (t, x) in corpus.items())
     )
-    (tmp_path / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (tmp_path / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items())
+    )
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td3\t1\n")
-    args = ["eval", "retrieval", "--beir", str(tmp_path), "--split", "test", "--mode", "all", "--json",
-            "--collection", f"Ev{uuid.uuid4().hex[:8]}"]
+    args = [
+        "eval",
+        "retrieval",
+        "--beir",
+        str(tmp_path),
+        "--split",
+        "test",
+        "--mode",
+        "all",
+        "--json",
+        "--collection",
+        f"Ev{uuid.uuid4().hex[:8]}",
+    ]
     done = await run(*args)
     assert done.returncode == 0, done.stderr
     rows = _objects(done.stdout)

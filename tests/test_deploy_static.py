@@ -126,8 +126,7 @@ def unknown_settings(service: str, env: dict[str, str]) -> list[str]:
     return sorted(
         name
         for name in env
-        if name.startswith("LORAG_")
-        and name not in own | STACK_WIDE | peers
+        if (name.startswith("LORAG_") and name not in own | STACK_WIDE | peers)
         or (name.startswith(prefix) and name not in own and not name.endswith("_ADDRESS"))
     )
 
@@ -201,7 +200,7 @@ def exposition_names() -> set[str]:
                 and isinstance(node.args[0], ast.Constant)
             ):
                 units = [k.value.value for k in node.keywords if k.arg == "unit" and isinstance(k.value, ast.Constant)]
-                found[node.args[0].value] = (node.func.attr, units[0] if units else "")
+                found[str(node.args[0].value)] = (node.func.attr, str(units[0]) if units else "")
     meter = MeterProvider(metric_readers=[PrometheusMetricReader(disable_target_info=True)]).get_meter("scan")
     for name, (kind, unit) in found.items():
         if kind.startswith("create_observable"):

@@ -27,9 +27,10 @@ async def stubs(lorag_services):
     async with GatewayClient(lorag_services["gateway"]) as client:
         events = [e async for e in client.ingest([document(tenant="fuzz", collection="Fuzz", id="d", text=PASSAGE)])]
         assert events[-1].summary.failed_count == 0
-    async with grpc.aio.insecure_channel(lorag_services["embedding"]) as embedding, grpc.aio.insecure_channel(
-        lorag_services["gateway"]
-    ) as gateway:
+    async with (
+        grpc.aio.insecure_channel(lorag_services["embedding"]) as embedding,
+        grpc.aio.insecure_channel(lorag_services["gateway"]) as gateway,
+    ):
         yield embedding_grpc.EmbeddingServiceStub(embedding), gateway_grpc.GatewayServiceStub(gateway)
 
 
@@ -59,7 +60,9 @@ async def test_embed_answers_vectors_or_a_documented_error(stubs, texts, input_t
 )
 async def test_retrieve_answers_passages_or_a_documented_error(stubs, query, tenant, collection, mode, top_k, alpha):
     request = gateway_pb.RetrieveRequest(
-        query=query, tenant=tenant, collection=collection,
+        query=query,
+        tenant=tenant,
+        collection=collection,
         options=retrieval_options(mode=mode, top_k=top_k, alpha=alpha, rerank=False),
     )
     try:

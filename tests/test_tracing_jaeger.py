@@ -1,11 +1,11 @@
 """One request is one trace, in a real Jaeger: the stack runs as separate processes exporting OTLP to it.
 
 A Jaeger all-in-one (in memory, free ports) and a private local stack (Weaviate + every installed service, free
-ports, its own state folder) start once for the session (`process_stack` in conftest.py). Each test makes one request through the gateway, finds
-its trace through Jaeger's query API, and checks what an operator reads there: which service called which (span
-parent links across processes, plus the indexer's client spans to Weaviate), the attributes that say what was
-asked (tenant, collection, k, model, tokens), that no attribute carries document or question text, and that the
-services' JSON logs carry the same trace id.
+ports, its own state folder) start once for the session (`process_stack` in conftest.py). Each test makes one
+request through the gateway, finds its trace through Jaeger's query API, and checks what an operator reads there:
+which service called which (span parent links across processes, plus the indexer's client spans to Weaviate), the
+attributes that say what was asked (tenant, collection, k, model, tokens), that no attribute carries document or
+question text, and that the services' JSON logs carry the same trace id.
 
 Skipped only when the Jaeger binary is absent: it is built by `make setup` (scripts/setup.sh), as CI does, and
 never downloaded at test time.
@@ -18,13 +18,13 @@ import json
 import time
 import uuid
 
-import grpc
 import pytest
 
 from lorag.gateway.v1 import gateway_service_pb2 as pb
-from lorag_testing.jaeger import JaegerServer, Trace
 from lorag_cli.stack.manager import LocalStack
 from lorag_client import GatewayClient, TrainingClient, document, retrieval_options
+from lorag_core.errors import LoragError
+from lorag_testing.jaeger import JaegerServer, Trace
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,7 @@ EMBED_OP = "/lorag.embedding.v1.EmbeddingService/Embed"
 
 
 @pytest.fixture(scope="module")
-def traced_stack(process_stack):  # type: ignore[no-untyped-def]
+def traced_stack(process_stack):
     """The session's process stack (conftest.py): Jaeger plus every service as its own process."""
     return process_stack
 
@@ -159,7 +159,7 @@ async def retrieved(traced_stack, gateway, ingested):
 
 
 async def test_retrieve_is_one_trace_across_every_service_down_to_weaviate(retrieved):
-    found, trace = retrieved
+    _, trace = retrieved
     _assert_one_tree_rooted_at_gateway(trace, RETRIEVE_OP)
     edges = trace.edges()
     assert {(GATEWAY, RETRIEVAL), (RETRIEVAL, EMBEDDING), (RETRIEVAL, INDEXER), (INDEXER, "weaviate")} <= edges
@@ -221,9 +221,9 @@ async def test_ask_is_one_trace_through_retrieval_and_generation(traced_stack, g
     )
     request.sampling.max_new_tokens = 16
     try:
-        answer = await gateway.stub.Ask(request, timeout=120)
-    except grpc.aio.AioRpcError as exc:
-        raise AssertionError(f"Ask failed: {exc.code().name} {exc.details()}") from exc
+        answer = await gateway.invoke("Ask", request, timeout=120)
+    except LoragError as exc:
+        raise AssertionError(f"Ask failed: {exc.code.name} {exc.message}") from exc
     assert answer.citations and answer.usage.completion_tokens > 0
     trace = await _only_trace(jaeger, ASK_OP, {GATEWAY, RETRIEVAL, EMBEDDING, INDEXER, GENERATION}, timeout=60)
     _assert_one_tree_rooted_at_gateway(trace, ASK_OP)
@@ -261,7 +261,12 @@ async def test_a_training_job_names_the_trace_of_its_creation(traced_stack):
     jaeger, stack = traced_stack
     assert _has(stack, "training"), "the training service is not installed (no lorag_training.__main__)"
     rows = [
-        {"messages": [{"role": "user", "content": f"What is {n} plus one?"}, {"role": "assistant", "content": str(n + 1)}]}
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {n} plus one?"},
+                {"role": "assistant", "content": str(n + 1)},
+            ]
+        }
         for n in range(4)
     ]
     data = "".join(json.dumps(row) + "\n" for row in rows).encode()

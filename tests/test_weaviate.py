@@ -66,7 +66,7 @@ def test_multi_tenant_self_provided_vectors(client) -> None:
         hits = acme.query.near_vector(
             near_vector=[0.0, 0.1, 0.0, 0.0], limit=3, return_metadata=MetadataQuery(distance=True)
         ).objects
-        assert [h.properties["text"] for h in hits][0] == "beta"
+        assert hits[0].properties["text"] == "beta"
         assert hits[0].uuid == ids["beta"]
         assert hits[0].metadata.distance == pytest.approx(0.0, abs=1e-5)
         assert len(hits) == 3

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from lorag_cli.beir import distinct_documents, evaluate, iter_corpus, load_qrels, load_queries, mrr_at, ndcg_at, recall_at
+from lorag_cli.beir import (
+    distinct_documents,
+    evaluate,
+    iter_corpus,
+    load_qrels,
+    load_queries,
+    mrr_at,
+    ndcg_at,
+    recall_at,
+)
 
 pytestmark = pytest.mark.unit
 

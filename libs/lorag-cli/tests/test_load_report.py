@@ -15,8 +15,12 @@ pytestmark = pytest.mark.unit
 
 
 def _run(latencies_ms: list[float], errors: dict[str, int] | None = None, first_ms: float | None = None) -> RunResult:
-    samples = [Sample(start=i * 0.01, latency=ms / 1000, code="OK", first_message=None if first_ms is None else
-                      first_ms / 1000) for i, ms in enumerate(latencies_ms)]
+    samples = [
+        Sample(
+            start=i * 0.01, latency=ms / 1000, code="OK", first_message=None if first_ms is None else first_ms / 1000
+        )
+        for i, ms in enumerate(latencies_ms)
+    ]
     for code, count in (errors or {}).items():
         samples += [Sample(start=0.5, latency=0.001, code=code) for _ in range(count)]
     return RunResult(samples=samples, duration=2.0, elapsed=2.0)

@@ -57,6 +57,7 @@ async def test_fixed_rate_counts_a_stalled_server_from_each_requests_due_time():
     # Due at 80 ms, sent only after the 200 ms stall: the stall is in its latency, not hidden by a late send.
     assert last.start == pytest.approx(0.08) and last.latency >= began[4] - began[0] - last.start > 0.1
 
+
 async def test_fixed_concurrency_never_exceeds_its_callers_and_records_errors_by_code():
     active = peak = 0
 
@@ -99,7 +100,7 @@ async def test_streams_record_their_first_message_and_client_failures_get_a_code
     result = await run_rate(call, rate=20, duration=0.1)
     ok = [s for s in result.samples if s.code == "OK"]
     assert {s.code for s in result.samples} == {"OK", "CLIENT_ValueError"}
-    assert all(0 <= s.first_message <= s.latency for s in ok)
+    assert all(s.first_message is not None and 0 <= s.first_message <= s.latency for s in ok)
 
 
 @pytest.mark.parametrize("bad", [{"rate": 0, "duration": 1}, {"rate": 1, "duration": 0}])

@@ -32,8 +32,8 @@ from lorag_cli.stack import (
     WeaviateNotInstalledError,
     WeaviatePorts,
     port_is_free,
+    processes,
 )
-from lorag_cli.stack import processes
 
 pytestmark = pytest.mark.service
 
@@ -305,8 +305,7 @@ def test_pid_reuse_is_not_mistaken_for_our_process(tmp_path: Path) -> None:
 
 def test_terminate_escalates_to_sigkill() -> None:
     code = (
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
-        "time.sleep(60)"
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"

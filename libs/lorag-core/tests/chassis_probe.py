@@ -25,10 +25,10 @@ setup_telemetry("chassis-tests", span_processors=(SimpleSpanProcessor(SPANS),))
 PROBE = probe_pb2.DESCRIPTOR.services_by_name["ProbeService"]
 
 
-class Probe(probe_pb2_grpc.ProbeServiceServicer):
+class Probe(probe_pb2_grpc.ProbeServiceServicer):  # type: ignore[name-defined]  # built at import by protos_and_services
     """A servicer whose only job is to exercise the chassis: it sleeps, fails and calls downstream on request."""
 
-    async def Echo(self, request, context):  # noqa: N802 - gRPC method name
+    async def Echo(self, request, context):
         import asyncio
 
         if request.sleep_ms:
@@ -49,7 +49,7 @@ class Probe(probe_pb2_grpc.ProbeServiceServicer):
         remaining = remaining_time()
         return probe_pb2.EchoResponse(text=request.text, deadline_remaining_s=-1 if remaining is None else remaining)
 
-    async def EchoStream(self, request, context):  # noqa: N802
+    async def EchoStream(self, request, context):
         for i in range(3):
             if request.fail_with and i == 1:
                 raise errors.InvalidArgument.of("text", "fails mid-stream")
@@ -62,5 +62,3 @@ async def start_probe(name: str = "probe", **settings) -> ServiceApp:
     await app.start()
     await app.set_serving()
     return app
-
-

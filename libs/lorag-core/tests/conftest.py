@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from chassis_probe import probe_pb2_grpc, start_probe  # noqa: E402
+from chassis_probe import probe_pb2_grpc, start_probe
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import socket
 import sys
 
 import pytest
-
 from chassis_probe import PROBE, Probe, probe_pb2_grpc
+
 from lorag_core import probe
 from lorag_core.config import ServiceSettings
 from lorag_core.server import ServiceApp
@@ -23,6 +23,7 @@ async def run_probe(*args: str) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await proc.communicate()
+    assert proc.returncode is not None  # communicate() waits for the exit
     return proc.returncode, out.decode()
 
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit
 URL = "http://tei:8080"
 
 
-def mapped(status: int, body: object, fallback: str | None = None, **kwargs: str):  # type: ignore[no-untyped-def]
+def mapped(status: int, body: object, fallback: str | None = None, **kwargs: str):
     return tei_error(status, body, fallback, what="embed", url=URL, subject="TEI", field="texts", **kwargs)
 
 

@@ -29,9 +29,16 @@ def passage(number: int, text: str, title: str = "", start: int = 0) -> Passage:
     return Passage(number, f"doc{number}", f"chunk{number}", start, start + len(text), 1.0 / number, title, "", text)
 
 
-def ask(**fields) -> AskInput:  # type: ignore[no-untyped-def]
-    return AskInput(**{"question": "What is LoRA?", "tenant": "t", "collection": "c",
-                       "retrieval": common_pb2.RetrievalOptions(), **fields})
+def ask(**fields) -> AskInput:
+    return AskInput(
+        **{
+            "question": "What is LoRA?",
+            "tenant": "t",
+            "collection": "c",
+            "retrieval": common_pb2.RetrievalOptions(),
+            **fields,
+        }
+    )
 
 
 def violations(error: pytest.ExceptionInfo[InvalidArgument]) -> dict[str, str]:
@@ -180,15 +187,21 @@ def test_trailing_passages_are_dropped_or_cut_so_prompt_and_answer_fit(max_conte
 def test_a_tight_budget_cuts_the_only_passage_rather_than_leaving_the_model_without_context():
     template = TEMPLATES["default"]
     fixed = estimate_prompt_tokens(template.render("q", [passage(1, "")]))
-    fitted = fit_passages(template, "q", [passage(1, "x " * 2000)], max_context_tokens=fixed + 100 + 200,
-                          max_new_tokens=200)
+    fitted = fit_passages(
+        template, "q", [passage(1, "x " * 2000)], max_context_tokens=fixed + 100 + 200, max_new_tokens=200
+    )
     assert (len(fitted.passages), fitted.dropped, fitted.cut) == (1, 0, True)
     assert len(fitted.passages[0].text) >= MIN_CUT_CHARS
 
 
 def test_no_room_at_all_drops_every_passage():
-    fitted = fit_passages(TEMPLATES["default"], "q", [passage(1, "x" * 500), passage(2, "y")],
-                          max_context_tokens=CHAT_OVERHEAD_TOKENS + 200, max_new_tokens=150)
+    fitted = fit_passages(
+        TEMPLATES["default"],
+        "q",
+        [passage(1, "x" * 500), passage(2, "y")],
+        max_context_tokens=CHAT_OVERHEAD_TOKENS + 200,
+        max_new_tokens=150,
+    )
     assert (fitted.passages, fitted.dropped, fitted.cut) == ([], 2, False)
 
 

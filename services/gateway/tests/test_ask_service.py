@@ -6,6 +6,7 @@ wording."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -13,8 +14,7 @@ import pytest
 from lorag.common.v1 import common_pb2
 from lorag.gateway.v1 import gateway_service_pb2 as pb
 from lorag.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
-from lorag_client import GatewayClient, GenerationClient, LoragError, Unavailable, document
-from lorag_client.gateway import sampling_params
+from lorag_client import GatewayClient, GenerationClient, LoragError, Unavailable, document, sampling_params
 from lorag_gateway.ask.citations import cited_numbers
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +29,7 @@ TEXTS = {
 }
 TITLES = {"lora": "LoRA", "paris": "Paris", "weaviate": "Weaviate"}
 QUESTION = "When was the Eiffel Tower completed?"
-GREEDY = {"temperature": 0.0, "max_new_tokens": 24}
+GREEDY: dict[str, Any] = {"temperature": 0.0, "max_new_tokens": 24}
 
 
 async def ingest(client: GatewayClient, documents: list[pb.Document]) -> None:
@@ -58,7 +58,7 @@ async def gateway(lorag_services):
         yield client
 
 
-def request(**fields) -> pb.AskRequest:  # type: ignore[no-untyped-def]
+def request(**fields) -> pb.AskRequest:
     values = {
         "question": QUESTION,
         "tenant": TENANT,
@@ -69,7 +69,7 @@ def request(**fields) -> pb.AskRequest:  # type: ignore[no-untyped-def]
     return pb.AskRequest(**values)
 
 
-def stream_request(**fields) -> pb.AskStreamRequest:  # type: ignore[no-untyped-def]
+def stream_request(**fields) -> pb.AskStreamRequest:
     ask = request(**fields)
     return pb.AskStreamRequest.FromString(ask.SerializeToString())  # the two requests share their field numbers
 
@@ -86,7 +86,7 @@ async def stream(gateway: GatewayClient, message: pb.AskStreamRequest) -> tuple[
     return deltas, summary
 
 
-async def rpc_error(call) -> tuple[grpc.StatusCode, dict[str, str], str | None]:  # type: ignore[no-untyped-def]
+async def rpc_error(call) -> tuple[grpc.StatusCode, dict[str, str], str | None]:
     with pytest.raises(LoragError) as caught:
         await call
     return caught.value.code, {v.field: v.description for v in caught.value.violations}, caught.value.reason

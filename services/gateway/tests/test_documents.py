@@ -42,7 +42,7 @@ def chunker() -> Chunker:
 def doc(**fields: object) -> DocumentInput:
     base: dict[str, object] = {"tenant": "acme", "collection": "handbook", "content": "Some text about glaciers."}
     base.update(fields)
-    return DocumentInput(**base)  # type: ignore[arg-type]
+    return DocumentInput(**base)  # type: ignore[arg-type]  # tests pass wrong types on purpose
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -259,9 +259,9 @@ def test_metadata_values_are_normalised() -> None:
     )
     assert metadata["t"] == naive.replace(tzinfo=UTC)
     assert metadata["tags"] == ["a", "b"]
-    assert metadata["ints"] == [1, 2] and all(type(v) is int for v in metadata["ints"])  # type: ignore[union-attr]
+    assert metadata["ints"] == [1, 2] and all(type(v) is int for v in metadata["ints"])  # type: ignore[union-attr]  # a list here
     assert metadata["nums"] == [1.0, 2.5]
-    assert all(type(v) is float for v in metadata["nums"])  # type: ignore[union-attr]
+    assert all(type(v) is float for v in metadata["nums"])  # type: ignore[union-attr]  # a list here
     assert metadata["flags"] == [True, False]
     assert metadata["b"] is False
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -277,7 +276,7 @@ hard break, ~~struck~~ &amp; entity &copy;.
 ***
 
 Final paragraph.
-"""
+"""  # noqa: W291 - "two  " ends in Markdown's hard line break (two spaces)
 
 
 def test_markdown_sample_renders_readably() -> None:
@@ -401,8 +400,9 @@ def test_html_meta_charset_is_used_for_non_utf8_bytes() -> None:
 
 def test_html_with_only_boilerplate_is_empty() -> None:
     with pytest.raises(InvalidArgument) as excinfo:
-        parse(b"<html><head><title>T</title></head><body><script>x()</script><nav>menu</nav></body></html>",
-              "text/html")
+        parse(
+            b"<html><head><title>T</title></head><body><script>x()</script><nav>menu</nav></body></html>", "text/html"
+        )
     assert error_of(excinfo) == (EMPTY_DOCUMENT, "document.data")
 
 
@@ -423,9 +423,7 @@ def test_pdf_pages_are_joined_with_blank_lines() -> None:
     parsed = parse(data, "application/pdf")
     assert parsed.mime_type == APPLICATION_PDF
     assert parsed.title == "Annual report"
-    assert parsed.text == (
-        "Page one, line one.\nPage one, line two (with parentheses).\n\nSecond page text."
-    )
+    assert parsed.text == ("Page one, line one.\nPage one, line two (with parentheses).\n\nSecond page text.")
     assert parse(data, "", "reports/2024.pdf") == parsed
     assert parse(data, "").mime_type == APPLICATION_PDF  # sniffed from %PDF-
 

@@ -14,13 +14,13 @@ class LocalEncoder:
     """The packaged all-MiniLM-L6-v2 in process, with the embedding service's contract (unit vectors, model id);
     it records every call so tests can see what a reranker asked for."""
 
-    def __init__(self, model) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, model) -> None:
         self.model = model
         self.calls: list[tuple[str, list[str]]] = []
 
     async def encode(
         self, texts: Sequence[str], input_type: str = "document", *, truncate: bool = True, field_map=None
-    ) -> Encoded:  # type: ignore[no-untyped-def]
+    ) -> Encoded:
         self.calls.append((input_type, list(texts)))
         vectors = self.model.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
         return Encoded(
@@ -31,7 +31,7 @@ class LocalEncoder:
 
 
 @pytest.fixture(scope="session")
-def minilm():  # type: ignore[no-untyped-def]
+def minilm():
     from sentence_transformers import SentenceTransformer
 
     from lorag_embedding.backends.local import default_model_path
@@ -40,5 +40,5 @@ def minilm():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def encoder(minilm) -> LocalEncoder:  # type: ignore[no-untyped-def]
+def encoder(minilm) -> LocalEncoder:
     return LocalEncoder(minilm)

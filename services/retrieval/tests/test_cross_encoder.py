@@ -75,7 +75,7 @@ async def fresh_head():
 
 
 @pytest.mark.service
-async def test_code_path_one_score_per_passage_in_order(fresh_head):
+async def test_code_path_one_score_per_passage_in_order(fresh_head: CrossEncoderReranker):
     assert isinstance(fresh_head, Reranker)
     passages = ["Paris is the capital of France.", "LoRA trains adapters.", "x", "Weaviate stores vectors."] * 3
     result = await fresh_head.rerank("capital of France", passages)

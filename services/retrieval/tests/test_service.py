@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -84,7 +85,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def fails(code: grpc.StatusCode, call) -> tuple[LoragError, str, list[str]]:  # type: ignore[no-untyped-def]
+async def fails(code: grpc.StatusCode, call) -> tuple[LoragError, str, list[str]]:
     """The SDK's typed error for a call that must fail with ``code``, its reason and its violations' fields."""
     with pytest.raises(LoragError) as failure:
         await call
@@ -127,7 +128,7 @@ async def seed(embedding_address: str, indexer_address: str) -> None:
         await indexer.UpsertChunks(indexer_pb.UpsertChunksRequest(collection=COLLECTION, tenant=TENANT, chunks=records))
 
 
-async def start_retrieval(**overrides):  # type: ignore[no-untyped-def]
+async def start_retrieval(**overrides):
     app, retriever = create_retrieval(RetrievalSettings(port=0, **overrides))
     await app.start()
     await retriever.start()
@@ -176,11 +177,11 @@ async def client(stack):
         yield c
 
 
-def docs(response) -> list[str]:  # type: ignore[no-untyped-def]
+def docs(response) -> list[str]:
     return [c.chunk.document_id for c in response.chunks]
 
 
-async def retrieve(client, query: str, **options):  # type: ignore[no-untyped-def]
+async def retrieve(client, query: str, **options):
     return await client.retrieve(query, tenant=TENANT, collection=COLLECTION, **options)
 
 
@@ -483,17 +484,19 @@ async def test_rerank_rpc_truncate_false_names_the_passage(client):
 
 async def test_stage_spans_carry_scope_attributes_and_never_text(client):
     exporter = InMemorySpanExporter()
-    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]  # the SDK provider
     secret = "zanzibar quokka capital of France"
     await retrieve(client, secret, top_k=2, mmr=True)
     spans = {s.name: s for s in exporter.get_finished_spans() if s.name.startswith("retrieval.")}
     assert set(spans) == {"retrieval.embed", "retrieval.search", "retrieval.rerank", "retrieval.mmr"}
     for span in spans.values():
-        assert span.attributes["lorag.tenant"] == TENANT and span.attributes["lorag.collection"] == COLLECTION
-        assert span.attributes["lorag.retrieval.mode"] == "hybrid" and span.attributes["lorag.retrieval.k"] >= 1
-        assert all("zanzibar" not in str(v) for v in span.attributes.values())
+        attributes: dict[str, Any] = dict(span.attributes or {})
+        assert attributes["lorag.tenant"] == TENANT and attributes["lorag.collection"] == COLLECTION
+        assert attributes["lorag.retrieval.mode"] == "hybrid" and attributes["lorag.retrieval.k"] >= 1
+        assert all("zanzibar" not in str(v) for v in attributes.values())
     server = next(s for s in exporter.get_finished_spans() if s.name.endswith("RetrievalService/Retrieve"))
-    assert spans["retrieval.search"].parent.span_id == server.context.span_id
+    search_parent = spans["retrieval.search"].parent
+    assert search_parent is not None and search_parent.span_id == server.context.span_id
     downstream = [s for s in exporter.get_finished_spans() if s.name.endswith("IndexerService/Search")]
     assert any(s.context.trace_id == server.context.trace_id for s in downstream)
     exporter.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import grpc
 import numpy as np
@@ -154,17 +155,12 @@ def test_plan_defaults():
 
 
 def test_plan_reports_every_bad_field():
+    out_of_range_enums: dict[str, Any] = {"mode": 99, "fusion": 42}
     bad = pb.RetrieveRequest(
         query="  ",
         tenant="",
         collection="c",
-        options=common_pb2.RetrievalOptions(
-            top_k=0,
-            alpha=1.5,
-            mmr_lambda=-0.1,
-            mode=99,
-            fusion=42,  # type: ignore[arg-type]  # bad enums on purpose
-        ),
+        options=common_pb2.RetrievalOptions(top_k=0, alpha=1.5, mmr_lambda=-0.1, **out_of_range_enums),
     )
     assert violations(lambda: plan_retrieval(bad)) == [
         "query",
