@@ -99,10 +99,11 @@ def chat_job(*messages: tuple[Role, str], **sampling: Any) -> GenerationJob:
 
 async def collect(backend: OpenAIBackend, job: GenerationJob) -> tuple[list[TextDelta], Finished]:
     items = [item async for item in backend.stream(job)]
-    *deltas, finished = items
+    *rest, finished = items
     assert isinstance(finished, Finished)
-    assert all(isinstance(d, TextDelta) for d in deltas)
-    return deltas, finished  # type: ignore[return-value]
+    deltas = [d for d in rest if isinstance(d, TextDelta)]
+    assert deltas == rest  # every item before the last is a delta
+    return deltas, finished
 
 
 def text_of(deltas: list[TextDelta]) -> str:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from lorag.common.v1 import common_pb2
+from lorag.generation.v1 import generation_service_pb2 as pb
 from lorag_core.errors import FieldViolation, InvalidArgument
 from lorag_core.names import ADAPTER, INVALID_NAME
 from lorag_generation.backends.base import GenerationInput, Message, Role, SamplingSettings
@@ -28,17 +29,17 @@ _ROLES = {
 }
 
 
-def parse_input(request: object) -> GenerationInput:
+def parse_input(request: pb.GenerateRequest | pb.GenerateStreamRequest) -> GenerationInput:
     """The chat or prompt of a GenerateRequest / GenerateStreamRequest; exactly one must be set and non-empty."""
-    which = request.WhichOneof("input")  # type: ignore[attr-defined]
+    which = request.WhichOneof("input")
     if which is None:
         raise InvalidArgument.of("input", "set chat (a conversation) or prompt (raw text)")
     if which == "prompt":
-        prompt = request.prompt  # type: ignore[attr-defined]
+        prompt = request.prompt
         if not prompt:
             raise InvalidArgument.of("prompt", "must not be empty")
         return GenerationInput(prompt=prompt)
-    return GenerationInput(messages=parse_chat(request.chat))  # type: ignore[attr-defined]
+    return GenerationInput(messages=parse_chat(request.chat))
 
 
 def parse_chat(chat: common_pb2.Chat) -> tuple[Message, ...]:
