@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
-import grpc
-
 from lorag_core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -162,32 +160,22 @@ class AdapterRegistry(Protocol):
 
 
 class TrainingServiceRegistry:
-    """The training service's registry over gRPC (``GetAdapterVersion``)."""
+    """The training service's registry (``GetAdapterVersion``), through the SDK's ``TrainingClient``: retried as
+    the contract allows, failures raised as lorag errors (NotFound, Unavailable naming "training")."""
 
     def __init__(self, address: str) -> None:
-        from lorag.training.v1 import training_service_pb2 as training_pb
-        from lorag.training.v1 import training_service_pb2_grpc as training_grpc
-        from lorag_core.clients import create_channel
+        from lorag_client import TrainingClient
 
-        self._pb = training_pb
-        service = training_pb.DESCRIPTOR.services_by_name["TrainingService"].full_name
-        self._channel = create_channel(address, retry_services=[service])
-        self._stub = training_grpc.TrainingServiceStub(self._channel)
+        self._client = TrainingClient(address, timeout=30)
         self.address = address
 
     async def resolve(self, name: str, alias: str | None, version: str | None) -> RegistryVersion:
-        from lorag_core.downstream import error_from_rpc
-
         reference = f"{name}@{alias or version}" if (alias or version) else name
-        try:
-            response = await self._stub.GetAdapterVersion(self._pb.GetAdapterVersionRequest(reference=reference), timeout=30)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, dependency="training") from None
-        found = response.adapter_version
+        found = await self._client.get_adapter_version(reference)
         return RegistryVersion(version=found.version, alias=alias or "", source_uri=found.source_uri)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._client.close()
 
 
 # -- the manager ------------------------------------------------------------------------------------------------------
