@@ -660,7 +660,7 @@ async def test_interrupted_replacement_reports_no_agreed_hash(client, corpus):
 
 async def test_domain_steps_are_child_spans_without_document_text(client, corpus, weaviate):
     exporter = InMemorySpanExporter()
-    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]  # the SDK provider
     await client.search(corpus, "acme", text="Eiffel tower", vector=[1.0, 0.0, 0.0, 0.0], limit=3)
     finished = exporter.get_finished_spans()
     search = next(s for s in finished if s.name == "weaviate.search")

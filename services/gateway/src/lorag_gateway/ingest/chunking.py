@@ -276,7 +276,7 @@ class Chunker:
         """A chunker with a model folder's tokenizer and token limit (default: the packaged all-MiniLM-L6-v2)."""
         tokenizer = load_tokenizer(path_or_dir)
         limit = model_token_limit(path_or_dir, tokenizer) if path_or_dir is None or Path(path_or_dir).exists() else None
-        return cls(tokenizer, token_limit=limit, **options)  # type: ignore[arg-type]
+        return cls(tokenizer, token_limit=limit, **options)  # type: ignore[arg-type]  # the caller's keyword options
 
     def with_options(
         self,

@@ -539,7 +539,7 @@ def _render_html(root) -> str:
     article_depth = 0
     while stack:
         node, entering = stack.pop()
-        tag = node.tag  # type: ignore[attr-defined]
+        tag = node.tag  # type: ignore[attr-defined]  # selectolax nodes are untyped
         if not entering:
             if tag == "pre":
                 pre_depth -= 1
@@ -560,7 +560,7 @@ def _render_html(root) -> str:
                 buf.line_break()
             continue
         if tag == "-text":
-            raw = node.text(deep=False)  # type: ignore[attr-defined]
+            raw = node.text(deep=False)  # type: ignore[attr-defined]  # selectolax nodes are untyped
             if pre_depth:
                 buf.write(raw)
             else:
@@ -583,7 +583,7 @@ def _render_html(root) -> str:
         if tag == "pre":
             pre_depth += 1
         elif tag in ("ul", "ol"):
-            start = node.attributes.get("start") if tag == "ol" else None  # type: ignore[attr-defined]
+            start = node.attributes.get("start") if tag == "ol" else None  # type: ignore[attr-defined]  # selectolax nodes are untyped
             lists.append([1 if tag == "ol" else 0, int(start) if start and start.lstrip("-").isdigit() else 1])
         elif tag in ("article", "main"):
             article_depth += 1
@@ -599,12 +599,12 @@ def _render_html(root) -> str:
         elif tag in ("td", "th") and row_cells and row_cells[-1]:
             buf.write(" | ")
         elif tag == "img":
-            alt = (node.attributes.get("alt") or "").strip()  # type: ignore[attr-defined]
+            alt = (node.attributes.get("alt") or "").strip()  # type: ignore[attr-defined]  # selectolax nodes are untyped
             if alt:
                 buf.write(f"{alt} " if buf.at_line_start() else f" {alt} ")
         stack.append((node, False))
         children = []
-        child = node.child  # type: ignore[attr-defined]
+        child = node.child  # type: ignore[attr-defined]  # selectolax nodes are untyped
         while child is not None:
             children.append(child)
             child = child.next
