@@ -7,9 +7,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from lorag_core.errors import InvalidArgument, NotFound, Unavailable
 
-from lorag_training.registry import AdapterRegistry, default_artifact_location, local_path, validate_alias
+from lorag_core.errors import InvalidArgument, NotFound, Unavailable
+from lorag_training.registry import AdapterRegistry, default_artifact_location, local_path
 from lorag_training.worker.tracking import ensure_experiment
 
 
@@ -29,10 +29,16 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def lineage(job: str) -> dict[str, str]:
-    return {"dataset_version": "d" * 64, "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "job_id": job,
-            "method": "lora", "eval_loss": "1.25"}
+    return {
+        "dataset_version": "d" * 64,
+        "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "job_id": job,
+        "method": "lora",
+        "eval_loss": "1.25",
+    }
 
 
+@pytest.mark.service
 def test_register_then_get(store: dict) -> None:
     reg: AdapterRegistry = store["registry"]
     first = reg.register("support-bot", str(store["adapter"]), store["runs"][0], lineage("j1"), description="first")
@@ -51,6 +57,7 @@ def test_register_then_get(store: dict) -> None:
     assert first.create_time <= latest.create_time
 
 
+@pytest.mark.service
 def test_aliases(store: dict) -> None:
     reg: AdapterRegistry = store["registry"]
     reg.register("alias-bot", str(store["adapter"]), store["runs"][0], lineage("a1"))
@@ -72,6 +79,7 @@ def test_aliases(store: dict) -> None:
     assert reg.get("alias-bot", version="2").version == "2"  # the version stays
 
 
+@pytest.mark.service
 @pytest.mark.parametrize("alias", ["", "latest", "LATEST", "123", "v1", "V22", "has space", "a/b", "x" * 256])
 def test_bad_alias_names(store: dict, alias: str) -> None:
     with pytest.raises(InvalidArgument) as info:
@@ -79,11 +87,13 @@ def test_bad_alias_names(store: dict, alias: str) -> None:
     assert info.value.violations[0].field == "alias"
 
 
+@pytest.mark.service
 @pytest.mark.parametrize("alias", ["production", "staging-2", "v1beta", "canary_a", "x1"])
-def test_good_alias_names(alias: str) -> None:
-    validate_alias(alias)
+def test_good_alias_names(store: dict, alias: str) -> None:
+    assert alias in store["registry"].set_alias("support-bot", alias, "1").aliases
 
 
+@pytest.mark.service
 def test_not_found_cases(store: dict) -> None:
     reg: AdapterRegistry = store["registry"]
     with pytest.raises(NotFound):
@@ -108,6 +118,7 @@ def test_not_found_cases(store: dict) -> None:
         reg.register("x", str(store["root"] / "missing"), store["runs"][0], {})
 
 
+@pytest.mark.service
 def test_list_pagination(store: dict) -> None:
     reg: AdapterRegistry = store["registry"]
     for i in range(3):
@@ -124,11 +135,16 @@ def test_list_pagination(store: dict) -> None:
     assert {"paged", "support-bot"} <= {r.name for r in everything}
     with pytest.raises(InvalidArgument) as info:
         reg.list_versions("paged", 2, "garbage")
-    assert info.value.violations[0].field == "page_token"
-    with pytest.raises(InvalidArgument):
+    assert (info.value.reason, info.value.violations[0].field) == ("INVALID_PAGE_TOKEN", "page_token")
+    with pytest.raises(InvalidArgument) as info:
+        reg.list_versions("support-bot", 2, token)  # another listing's token
+    assert (info.value.reason, info.value.violations[0].field) == ("INVALID_PAGE_TOKEN", "page_token")
+    with pytest.raises(InvalidArgument) as info:
         reg.list_versions("paged", 5000, "")
+    assert (info.value.reason, info.value.violations[0].field) == ("PAGE_SIZE_OUT_OF_RANGE", "page_size")
 
 
+@pytest.mark.service
 def test_unreachable_tracking_server_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
@@ -140,6 +156,7 @@ def test_unreachable_tracking_server_is_unavailable(monkeypatch: pytest.MonkeyPa
         reg.get("support-bot")
 
 
+@pytest.mark.unit
 def test_uri_helpers(tmp_path: Path) -> None:
     assert local_path("file:///tmp/a%20b/adapter") == "/tmp/a b/adapter"
     assert local_path("/srv/x") == "/srv/x"

@@ -8,7 +8,9 @@ import pytest
 
 from lorag.training.v1 import training_service_pb2 as pb
 from lorag_client import TrainingClient
-from lorag_core.downstream import status_details
+from lorag_core.errors import LoragError
+
+pytestmark = pytest.mark.service
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -31,9 +33,8 @@ async def dataset(client, rows):
     return response.dataset
 
 
-def failure(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, list[str]]:
-    reason, _, violations = status_details(error)
-    return error.code(), reason or "", [v.field for v in violations]
+def failure(error: LoragError) -> tuple[grpc.StatusCode, str, list[str]]:
+    return error.code, error.reason, [v.field for v in error.violations]
 
 
 async def test_upload_stores_a_content_addressed_version_once(client, training_service, dataset, rows):
@@ -48,8 +49,7 @@ async def test_upload_stores_a_content_addressed_version_once(client, training_s
     stored = runtime.datasets.data_path(dataset.version).read_text().splitlines()
     assert len(stored) == 8 and stored[0].startswith('{"messages":[{"content":"Answer briefly."')
 
-    again = await client.upload_dataset(rows(8).replace(b'", "', b'","'), name="faq", format="chat",
-                                        max_length=64)
+    again = await client.upload_dataset(rows(8).replace(b'", "', b'","'), name="faq", format="chat", max_length=64)
     assert again.created is False and again.dataset.version == dataset.version
     assert again.dataset.create_time == dataset.create_time
 
@@ -73,43 +73,61 @@ async def test_invalid_rows_are_reported_not_refused(client, rows):
     assert response.created is True
     assert report.error_count == 2
     assert [(i.line, i.field, i.code, i.severity) for i in report.issues] == [
-        (3, "messages[0].role", "bad_role", pb.SEVERITY_ERROR), (4, "", "invalid_json", pb.SEVERITY_ERROR)]
+        (3, "messages[0].role", "bad_role", pb.SEVERITY_ERROR),
+        (4, "", "invalid_json", pb.SEVERITY_ERROR),
+    ]
 
 
 async def test_validate_only_measures_without_storing(client, rows):
     response = await client.upload_dataset(rows(3), name="dry-run", format="chat", validate_only=True)
     assert response.created is False and response.dataset.version == ""
     assert response.dataset.row_count == 3 and response.dataset.token_statistics.total_tokens > 0
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(LoragError) as caught:
         await client.get_dataset("dry-run")
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
 
 
 async def test_upload_request_errors(client, training_service):
-    app, _ = training_service
+    chat = pb.DATASET_FORMAT_CHAT
     cases = [
-        ([pb.UploadDatasetRequest(data=b"{}\n")], "metadata"),
-        ([pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(name="x", format=pb.DATASET_FORMAT_CHAT))], "data"),
-        ([pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(name="x", format=pb.DATASET_FORMAT_CHAT)),
-          pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(name="x", format=pb.DATASET_FORMAT_CHAT))], "metadata"),
-        ([pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(name="x"))], "metadata.format"),
-        ([pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(name="bad name!", format=pb.DATASET_FORMAT_CHAT))],
-         "metadata.name"),
-        ([pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(name="x", format=pb.DATASET_FORMAT_CHAT)),
-          pb.UploadDatasetRequest(data=b"x" * (1024 * 1024 + 1))], "data"),
+        ([pb.UploadDatasetRequest(data=b"{}\n")], "metadata", "INVALID_ARGUMENT"),
+        ([pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(name="x", format=chat))], "data", "INVALID_ARGUMENT"),
+        (
+            [
+                pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(name="x", format=chat)),
+                pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(name="x", format=chat)),
+            ],
+            "metadata",
+            "INVALID_ARGUMENT",
+        ),
+        ([pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(name="x"))], "metadata.format", "INVALID_ARGUMENT"),
+        (
+            [pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(name="bad name!", format=chat))],
+            "metadata.name",
+            "INVALID_NAME",
+        ),
+        (
+            [
+                pb.UploadDatasetRequest(metadata=pb.DatasetMetadata(name="x", format=chat)),
+                pb.UploadDatasetRequest(data=b"x" * (1024 * 1024 + 1)),
+            ],
+            "data",
+            "INVALID_ARGUMENT",
+        ),
     ]
-    for messages, field in cases:
+    for messages, field, reason in cases:
+
         async def stream(messages=messages):
             for message in messages:
                 yield message
 
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await client.stub.UploadDataset(stream())
-        assert failure(caught.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", [field]), field
+        with pytest.raises(LoragError) as caught:
+            await client.invoke("UploadDataset", stream())
+        assert failure(caught.value) == (grpc.StatusCode.INVALID_ARGUMENT, reason, [field]), field
 
 
 async def test_unknown_base_model_is_not_found(client, rows):
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(LoragError) as caught:
         await client.upload_dataset(rows(1), name="x", format="chat", base_model="no-such/model-xyz")
     assert failure(caught.value)[:2] == (grpc.StatusCode.NOT_FOUND, "BASE_MODEL_NOT_FOUND")
 
@@ -119,35 +137,49 @@ async def test_get_and_list_datasets_with_pagination(client, dataset):
     assert got.version == dataset.version
     assert (await client.get_dataset("faq")).version == dataset.version
     names = [d.name async for d in client.iter_datasets(page_size=1)]
-    assert "faq" in names and len(names) == len(set(zip(names, range(len(names)))))
+    assert "faq" in names and len(names) == len(set(zip(names, range(len(names)), strict=True)))
     first = await client.list_datasets(page_size=1)
     assert len(first.datasets) == 1 and first.next_page_token
     second = await client.list_datasets(page_size=1, page_token=first.next_page_token)
     assert second.datasets[0].create_time.ToNanoseconds() <= first.datasets[0].create_time.ToNanoseconds()
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(LoragError) as caught:
         await client.list_datasets(name="faq", page_token=first.next_page_token)  # another query's token
-    assert failure(caught.value)[0::2] == (grpc.StatusCode.INVALID_ARGUMENT, ["page_token"])
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    assert failure(caught.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", ["page_token"])
+    with pytest.raises(LoragError) as caught:
         await client.get_dataset("faq", "0" * 64)
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
 
 
 # --- job creation -----------------------------------------------------------------------------------------------
 
 
 async def create(client, **kwargs):
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(LoragError) as caught:
         await client.create_job(**kwargs)
-    return failure(caught.value), caught.value.details()
+    return failure(caught.value), caught.value.message
 
 
 async def test_create_refuses_malformed_jobs_with_every_field(client, dataset):
-    (code, _, fields), _ = await create(client, dataset_version="", adapter_name="bad name", rank=0, dropout=1.0,
-                                        learning_rate=-1.0, eval_split_fraction=0.9, batch_size=0)
+    (code, _, fields), _ = await create(
+        client,
+        dataset_version="",
+        adapter_name="bad name",
+        rank=0,
+        dropout=1.0,
+        learning_rate=-1.0,
+        eval_split_fraction=0.9,
+        batch_size=0,
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert fields == ["training_job.dataset_version", "training_job.adapter_name", "training_job.hyperparameters.rank",
-                      "training_job.hyperparameters.dropout", "training_job.hyperparameters.learning_rate",
-                      "training_job.hyperparameters.batch_size", "training_job.hyperparameters.eval_split_fraction"]
+    assert fields == [
+        "training_job.dataset_version",
+        "training_job.adapter_name",
+        "training_job.hyperparameters.rank",
+        "training_job.hyperparameters.dropout",
+        "training_job.hyperparameters.learning_rate",
+        "training_job.hyperparameters.batch_size",
+        "training_job.hyperparameters.eval_split_fraction",
+    ]
     (code, _, fields), _ = await create(client, dataset_version=dataset.version, adapter_name="a", max_length=100000)
     assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["training_job.hyperparameters.max_length"])
 
@@ -155,16 +187,17 @@ async def test_create_refuses_malformed_jobs_with_every_field(client, dataset):
 async def test_create_not_found_and_failed_preconditions(client, dataset):
     (code, reason, _), _ = await create(client, dataset_version="ab" * 32, adapter_name="a")
     assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "DATASET_NOT_FOUND")
-    (code, reason, _), _ = await create(client, dataset_version=dataset.version, adapter_name="a",
-                                        base_model="nobody/nothing-1b")
+    (code, reason, _), _ = await create(
+        client, dataset_version=dataset.version, adapter_name="a", base_model="nobody/nothing-1b"
+    )
     assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "BASE_MODEL_NOT_FOUND")
-    (code, reason, _), message = await create(client, dataset_version=dataset.version, adapter_name="a",
-                                              method="qlora")
+    (code, reason, _), message = await create(client, dataset_version=dataset.version, adapter_name="a", method="qlora")
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "QLORA_NEEDS_GPU") and "no GPU" in message
     (code, reason, _), message = await create(client, dataset_version=dataset.version, adapter_name="a", gpu_count=1)
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOT_ENOUGH_GPUS") and "has 0" in message
-    (code, reason, _), message = await create(client, dataset_version=dataset.version, adapter_name="a",
-                                              batch_size=100000)
+    (code, reason, _), message = await create(
+        client, dataset_version=dataset.version, adapter_name="a", batch_size=100000
+    )
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_MEMORY")
     assert "GiB" in message and "batch_size" in message
 
@@ -178,8 +211,9 @@ async def test_a_dataset_with_errors_cannot_be_trained(client, rows):
 async def test_create_resolves_defaults_and_request_id_is_idempotent(client, dataset, training_service):
     _, runtime = training_service
     await runtime.scheduler.close()  # keep the job QUEUED: this test is about the resource, not training
-    job = await client.create_job(dataset_version=dataset.version[:16], adapter_name="faq-adapter",
-                                  request_id="req-1", max_steps=3)
+    job = await client.create_job(
+        dataset_version=dataset.version[:16], adapter_name="faq-adapter", request_id="req-1", max_steps=3
+    )
     assert job.state == pb.TrainingJob.STATE_QUEUED and job.id.startswith("job-")
     assert job.dataset_version == dataset.version
     hp = job.hyperparameters
@@ -187,11 +221,13 @@ async def test_create_resolves_defaults_and_request_id_is_idempotent(client, dat
     assert hp.learning_rate == pytest.approx(2e-4) and hp.dropout == pytest.approx(0.05)
     assert not hp.HasField("save_steps") and job.resources.gpu_count == 0
     assert len(job.trace_id) == 32 and int(job.trace_id, 16) != 0
-    again = await client.create_job(dataset_version=dataset.version[:16], adapter_name="faq-adapter",
-                                    request_id="req-1", max_steps=3)
+    again = await client.create_job(
+        dataset_version=dataset.version[:16], adapter_name="faq-adapter", request_id="req-1", max_steps=3
+    )
     assert again.id == job.id
-    (code, reason, _), _ = await create(client, dataset_version=dataset.version, adapter_name="other",
-                                        request_id="req-1")
+    (code, reason, _), _ = await create(
+        client, dataset_version=dataset.version, adapter_name="other", request_id="req-1"
+    )
     assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
 
     got = await client.get_job(job.id)
@@ -204,7 +240,9 @@ async def test_queue_order_priorities_then_age(client, dataset, training_service
     high = await client.create_job(dataset_version=dataset.version, adapter_name="order", priority=50)
     normal_1 = await client.create_job(dataset_version=dataset.version, adapter_name="order")
     normal_2 = await client.create_job(dataset_version=dataset.version, adapter_name="order")
-    queue = [r.job.id for r in await runtime.jobs.in_state(pb.TrainingJob.STATE_QUEUED) if r.job.adapter_name == "order"]
+    queue = [
+        r.job.id for r in await runtime.jobs.in_state(pb.TrainingJob.STATE_QUEUED) if r.job.adapter_name == "order"
+    ]
     assert queue == [high.id, normal_1.id, normal_2.id, low.id]
 
     listed = await client.list_jobs(adapter_name="order", page_size=3)
@@ -222,12 +260,13 @@ async def test_cancel_a_queued_job_and_watch_its_whole_history(client, dataset):
     assert [e.sequence for e in events] == [1, 2]
     assert [(e.state_change.previous_state, e.state_change.state) for e in events] == [
         (pb.TrainingJob.STATE_UNSPECIFIED, pb.TrainingJob.STATE_QUEUED),
-        (pb.TrainingJob.STATE_QUEUED, pb.TrainingJob.STATE_CANCELLED)]
+        (pb.TrainingJob.STATE_QUEUED, pb.TrainingJob.STATE_CANCELLED),
+    ]
     assert [e.sequence async for e in client.watch_job(job.id, after_sequence=1)] == [2]
     assert [e async for e in client.watch_job(job.id, after_sequence=2)] == []
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(LoragError) as caught:
         [e async for e in client.watch_job(job.id, after_sequence=3)]
-    assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert caught.value.code == grpc.StatusCode.OUT_OF_RANGE
     cancelled_only = await client.list_jobs(states=["CANCELLED"])
     assert job.id in [j.id for j in cancelled_only.training_jobs]
     assert all(j.state == pb.TrainingJob.STATE_CANCELLED for j in cancelled_only.training_jobs)
@@ -235,9 +274,9 @@ async def test_cancel_a_queued_job_and_watch_its_whole_history(client, dataset):
 
 async def test_unknown_job_is_not_found_everywhere(client):
     for call in (client.get_job("job-nope"), client.cancel_job("job-nope"), client.list_checkpoints("job-nope")):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
+        with pytest.raises(LoragError) as caught:
             await call
-        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        assert caught.value.code == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(LoragError) as caught:
         [e async for e in client.watch_job("job-nope")]
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND

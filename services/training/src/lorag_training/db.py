@@ -9,8 +9,6 @@ shape is the API's shape and a new output field needs no migration.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from lorag_core.errors import InvalidArgument, Unavailable
+from lorag_core.errors import Unavailable
 
 T = TypeVar("T")
 
@@ -127,31 +125,3 @@ class Database:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self.engine.dispose()
-
-
-def encode_page_token(offset: int, query: str) -> str:
-    """An opaque token: the offset of the next page and a fingerprint of the query it belongs to."""
-    raw = json.dumps({"o": offset, "q": query}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_page_token(token: str, query: str, field: str = "page_token") -> int:
-    """The offset a token continues from; INVALID_ARGUMENT for a token that is garbled or from another query."""
-    if not token:
-        return 0
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        offset = int(data["o"])
-        same = data["q"] == query
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgument.of(field, "not a page token this service issued") from None
-    if offset < 0 or not same:
-        raise InvalidArgument.of(field, "the page token belongs to a different query; start from the first page")
-    return offset
-
-
-def page_size(value: int, field: str = "page_size") -> int:
-    """0 means 100; 1 to 1,000 as asked; anything else is INVALID_ARGUMENT."""
-    if value < 0 or value > 1000:
-        raise InvalidArgument.of(field, "must be from 0 to 1000")
-    return value or 100

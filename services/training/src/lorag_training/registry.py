@@ -17,17 +17,16 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from lorag_core.errors import FieldViolation, InvalidArgument, LoragError, NotFound, Unavailable
+from lorag_core.names import ADAPTER, check_alias
+from lorag_core.pagination import decode_page_token, encode_page_token, page_size
 
 T = TypeVar("T")
 
 LINEAGE_KEYS_TAG = "lorag.lineage_keys"
 """A version tag listing which of its tags are lineage (the rest are returned as plain tags)."""
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-
-_ALIAS_CHARS = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_RESERVED_ALIAS = re.compile(r"^(latest|\d+|[vV]\d+)$", re.IGNORECASE)
+LIST_KIND = "ListAdapterVersions"
+"""The RPC whose page tokens wrap MLflow's own (so a token of another listing is refused, not followed)."""
 
 
 @dataclass
@@ -42,17 +41,6 @@ class AdapterVersionRecord:
     description: str
     tags: dict[str, str] = field(default_factory=dict)
     create_time: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-def validate_alias(alias: str, field_path: str = "alias") -> None:
-    """Letters, digits, "_" and "-"; not "latest", not all digits, not "v" + digits (MLflow reserves those for
-    versions, so "name@v3" or "name@3" always means a version)."""
-    if not alias:
-        raise InvalidArgument.of(field_path, "must not be empty")
-    if not _ALIAS_CHARS.match(alias):
-        raise InvalidArgument.of(field_path, "only letters, digits, '_' and '-' are allowed (at most 255)")
-    if _RESERVED_ALIAS.match(alias):
-        raise InvalidArgument.of(field_path, f"{alias!r} is reserved: 'latest', digits and 'v'+digits name versions")
 
 
 def local_path(uri: str) -> str:
@@ -102,8 +90,7 @@ class AdapterRegistry:
         self, name: str, source_dir: str, run_id: str, lineage: dict[str, str], description: str = ""
     ) -> AdapterVersionRecord:
         """Log `source_dir` as the run's "adapter" artifact and register it as the next version of `name`."""
-        if not name:
-            raise InvalidArgument.of("name", "must not be empty")
+        ADAPTER.check(name, "name")
         folder = Path(source_dir)
         if not folder.is_dir() or not any(folder.iterdir()):
             raise InvalidArgument.of("source_dir", f"{source_dir} is not a folder with files")
@@ -138,7 +125,7 @@ class AdapterRegistry:
 
     def set_alias(self, name: str, alias: str, version: str) -> AdapterVersionRecord:
         """Point `alias` at `version`, moving it from any other version."""
-        validate_alias(alias)
+        check_alias(alias)
         version = _version(version)
         self.get(name, version=version)  # NOT_FOUND for an unknown adapter or version
         client = self.client
@@ -151,7 +138,9 @@ class AdapterRegistry:
             raise InvalidArgument.of("alias", "must not be empty")
         model = self._registered_model(name)
         if alias not in (model.aliases or {}):
-            raise NotFound(f"adapter {name!r} has no alias {alias!r}", reason="ALIAS_NOT_FOUND", metadata={"name": name})
+            raise NotFound(
+                f"adapter {name!r} has no alias {alias!r}", reason="ALIAS_NOT_FOUND", metadata={"name": name}
+            )
         client = self.client
         _call(lambda: client.delete_registered_model_alias(name, alias), "delete alias", name)
 
@@ -187,12 +176,14 @@ class AdapterRegistry:
         return self._record(found[0])
 
     def list_versions(
-        self, name: str | None, page_size: int = 0, page_token: str = ""
+        self, name: str | None, size: int = 0, page_token: str = ""
     ) -> tuple[list[AdapterVersionRecord], str]:
-        """One page of versions ordered by name, then version newest first; returns (records, next_page_token)."""
-        if page_size < 0 or page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument.of("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
-        size = page_size or DEFAULT_PAGE_SIZE
+        """One page of versions ordered by name, then version newest first; returns (records, next_page_token).
+
+        ``size`` 0 means the default page size. The token wraps MLflow's own, scoped to ``name``."""
+        size = page_size(size)
+        scope = name or ""
+        mlflow_token = decode_page_token(page_token, LIST_KIND, scope)
         client = self.client
         if name:
             self._registered_model(name)  # NOT_FOUND rather than an empty page
@@ -201,7 +192,10 @@ class AdapterRegistry:
             query = ""
         page = _call(
             lambda: client.search_model_versions(
-                query, max_results=size, order_by=["name ASC", "version_number DESC"], page_token=page_token or None
+                query,
+                max_results=size,
+                order_by=["name ASC", "version_number DESC"],
+                page_token=str(mlflow_token) if mlflow_token else None,
             ),
             "list versions",
             field_path="page_token",
@@ -212,9 +206,11 @@ class AdapterRegistry:
             if mv.name not in alias_tables:
                 aliases = self._registered_model(mv.name).aliases or {}
                 alias_tables[mv.name] = {alias: str(version) for alias, version in aliases.items()}
-        return [
+        records = [
             self._record(mv, [a for a, v in alias_tables[mv.name].items() if v == str(mv.version)]) for mv in page
-        ], page.token or ""
+        ]
+        following = page.token.decode() if isinstance(page.token, bytes) else page.token  # the SQL store's are bytes
+        return records, encode_page_token(LIST_KIND, scope, following) if following else ""
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -271,7 +267,11 @@ def _is_mlflow_failure(exc: Exception) -> bool:
     from mlflow.exceptions import MlflowException
 
     module = type(exc).__module__.split(".", 1)[0]
-    return isinstance(exc, MlflowException | OSError | ConnectionError) or module in ("requests", "urllib3", "sqlalchemy")
+    return isinstance(exc, MlflowException | OSError | ConnectionError) or module in (
+        "requests",
+        "urllib3",
+        "sqlalchemy",
+    )
 
 
 def _translate(exc: Exception, what: str, subject: str = "", field_path: str = "") -> LoragError:
@@ -280,9 +280,13 @@ def _translate(exc: Exception, what: str, subject: str = "", field_path: str = "
     if isinstance(exc, MlflowException):
         code = exc.error_code
         if code == "RESOURCE_DOES_NOT_EXIST":
-            return NotFound(f"{what} {subject!r} not found" if subject else str(exc.message), metadata={"name": subject})
+            return NotFound(
+                f"{what} {subject!r} not found" if subject else str(exc.message), metadata={"name": subject}
+            )
         if code == "INVALID_PARAMETER_VALUE" and "page token" in str(exc.message).lower():
-            return InvalidArgument.of(field_path or "page_token", "is not a token this service issued")
+            return InvalidArgument.of(
+                field_path or "page_token", "is not a token this service issued", reason="INVALID_PAGE_TOKEN"
+            )
         if code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
             return InvalidArgument(
                 message=str(exc.message), violations=[FieldViolation(field_path or what, str(exc.message))]

@@ -20,27 +20,38 @@ from lorag.training.v1 import training_service_pb2 as pb
 from lorag_core.errors import InvalidArgument, NotFound
 from lorag_training import db as tables
 from lorag_training.datasets.statistics import Statistics, load_tokenizer, summarise, token_lengths
-from lorag_training.datasets.validation import WARNING, Issue, ValidatedFile, validate
+from lorag_training.datasets.validation import WARNING, Format, Issue, ValidatedFile, validate
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-VERSION_PREFIX = re.compile(r"^[0-9a-f]{12,64}$")
-FORMATS = {pb.DATASET_FORMAT_CHAT: "chat", pb.DATASET_FORMAT_COMPLETION: "completion"}
+VERSION_PREFIX = re.compile(r"[0-9a-f]{12,64}")
+"""A dataset version as callers may give it: the SHA-256 in hex, or a prefix of at least 12 digits of it."""
+FORMATS: dict[pb.DatasetFormat.ValueType, Format] = {
+    pb.DATASET_FORMAT_CHAT: "chat",
+    pb.DATASET_FORMAT_COMPLETION: "completion",
+}
 FORMAT_ENUMS = {v: k for k, v in FORMATS.items()}
 _SEVERITY = {"error": pb.SEVERITY_ERROR, "warning": pb.SEVERITY_WARNING}
 
 
-def analyse(data: bytes, fmt: str, base_model: str, max_length: int) -> tuple[ValidatedFile, Statistics]:
+def analyse(data: bytes, fmt: Format, base_model: str, max_length: int) -> tuple[ValidatedFile, Statistics]:
     """Validate and measure an upload (blocking: tokenizes every valid row)."""
-    validated = validate(data, fmt)  # type: ignore[arg-type]
+    validated = validate(data, fmt)
     tokenizer, model_id = load_tokenizer(base_model)
     if fmt == "chat" and validated.rows and not getattr(tokenizer, "chat_template", None):
-        validated.add(Issue(0, "", f"{model_id} has no chat template, so chat rows cannot be rendered",
-                            "no_chat_template"))
+        validated.add(
+            Issue(0, "", f"{model_id} has no chat template, so chat rows cannot be rendered", "no_chat_template")
+        )
     lengths = token_lengths(tokenizer, [r.value for r in validated.rows], fmt)
     for row, length in zip(validated.rows, lengths, strict=False):
         if length > max_length:
-            validated.add(Issue(row.line, "", f"{length} tokens is longer than max_length {max_length}; training "
-                                "truncates it", "too_long", WARNING))
+            validated.add(
+                Issue(
+                    row.line,
+                    "",
+                    f"{length} tokens is longer than max_length {max_length}; training truncates it",
+                    "too_long",
+                    WARNING,
+                )
+            )
     return validated, summarise(lengths, model_id, max_length)
 
 
@@ -53,14 +64,24 @@ def to_proto(validated: ValidatedFile, stats: Statistics, name: str, description
         size_bytes=validated.size_bytes,
         description=description,
         token_statistics=pb.TokenStatistics(
-            tokenizer=stats.tokenizer, total_tokens=stats.total_tokens, min_tokens=stats.min_tokens,
-            max_tokens=stats.max_tokens, mean_tokens=stats.mean_tokens, p50_tokens=stats.p50_tokens,
-            p95_tokens=stats.p95_tokens, max_length=stats.max_length, truncated_rows=stats.truncated_rows,
+            tokenizer=stats.tokenizer,
+            total_tokens=stats.total_tokens,
+            min_tokens=stats.min_tokens,
+            max_tokens=stats.max_tokens,
+            mean_tokens=stats.mean_tokens,
+            p50_tokens=stats.p50_tokens,
+            p95_tokens=stats.p95_tokens,
+            max_length=stats.max_length,
+            truncated_rows=stats.truncated_rows,
             histogram=pb.Histogram(bounds=list(stats.bounds), counts=stats.counts),
         ),
         validation_report=pb.ValidationReport(
-            issues=[pb.ValidationIssue(line=i.line, field=i.field, message=i.message, code=i.code,
-                                       severity=_SEVERITY[i.severity]) for i in issues],
+            issues=[
+                pb.ValidationIssue(
+                    line=i.line, field=i.field, message=i.message, code=i.code, severity=_SEVERITY[i.severity]
+                )
+                for i in issues
+            ],
             error_count=validated.error_count,
             warning_count=validated.warning_count,
             truncated=truncated,
@@ -111,8 +132,11 @@ class DatasetStore:
             stored.create_time.CopyFrom(_timestamp(now))
             conn.execute(
                 insert(tables.datasets).values(
-                    name=stored.name, version=stored.version, error_count=stored.validation_report.error_count,
-                    create_time=now, proto=stored.SerializeToString(),
+                    name=stored.name,
+                    version=stored.version,
+                    error_count=stored.validation_report.error_count,
+                    create_time=now,
+                    proto=stored.SerializeToString(),
                 )
             )
             return stored, True
@@ -131,8 +155,11 @@ class DatasetStore:
             rows = conn.execute(query.order_by(tables.datasets.c.row_id.desc())).all()
         if not rows:
             what = f"dataset {name!r}" if name else "dataset"
-            raise NotFound(message=f"no {what} has version {version!r}" if version else f"no {what} exists",
-                           reason="DATASET_NOT_FOUND", metadata={"name": name, "version": version})
+            raise NotFound(
+                message=f"no {what} has version {version!r}" if version else f"no {what} exists",
+                reason="DATASET_NOT_FOUND",
+                metadata={"name": name, "version": version},
+            )
         if len({r.version for r in rows}) > 1 and version:
             raise InvalidArgument.of("version", f"prefix {version!r} matches several versions; give more digits")
         return pb.Dataset.FromString(rows[0].proto)
@@ -143,13 +170,13 @@ class DatasetStore:
         With no name, the version alone is looked up across names (they all share the same rows).
         """
         version = version.strip().lower()
-        if version and not VERSION_PREFIX.match(version):
+        if version and not VERSION_PREFIX.fullmatch(version):
             raise InvalidArgument.of(field, "must be the SHA-256 version, or a prefix of at least 12 hex digits")
         if not name and not version:
             raise InvalidArgument.of(field, "is required")
         return await self.db.run(self._get, name, version)
 
-    def _list(self, name: str, size: int, offset: int) -> tuple[list[pb.Dataset], bool]:
+    def _list_page(self, name: str, size: int, offset: int) -> tuple[list[pb.Dataset], bool]:
         query = select(tables.datasets.c.proto)
         if name:
             query = query.where(tables.datasets.c.name == name)
@@ -158,9 +185,9 @@ class DatasetStore:
             rows = conn.execute(query).all()
         return [pb.Dataset.FromString(r.proto) for r in rows[:size]], len(rows) > size
 
-    async def list(self, name: str, size: int, offset: int) -> tuple[list[pb.Dataset], bool]:
+    async def list_page(self, name: str, size: int, offset: int) -> tuple[list[pb.Dataset], bool]:
         """One page, newest first, and whether more follow."""
-        return await self.db.run(self._list, name, size, offset)
+        return await self.db.run(self._list_page, name, size, offset)
 
     def _count(self) -> int:
         with self.db.engine.connect() as conn:

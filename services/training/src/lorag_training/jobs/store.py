@@ -43,8 +43,10 @@ def now_timestamp() -> Timestamp:
     return stamp
 
 
-def state_event(previous: int, state: int, **fields: Any) -> pb.JobEvent:
-    return pb.JobEvent(state_change=pb.StateChange(previous_state=previous, state=state, **fields))  # type: ignore[arg-type]
+def state_event(
+    previous: pb.TrainingJob.State.ValueType, state: pb.TrainingJob.State.ValueType, **fields: Any
+) -> pb.JobEvent:
+    return pb.JobEvent(state_change=pb.StateChange(previous_state=previous, state=state, **fields))
 
 
 class JobStore:
@@ -57,14 +59,23 @@ class JobStore:
 
     @staticmethod
     def _record(row: Any) -> JobRecord:
-        return JobRecord(pb.TrainingJob.FromString(row.proto), row.last_sequence, row.events_offset, row.worker_pid,
-                         bool(row.interrupted), row.front, bool(row.cancel_requested), row.traceparent or "")
+        return JobRecord(
+            pb.TrainingJob.FromString(row.proto),
+            row.last_sequence,
+            row.events_offset,
+            row.worker_pid,
+            bool(row.interrupted),
+            row.front,
+            bool(row.cancel_requested),
+            row.traceparent or "",
+        )
 
     def _load(self, conn: Connection, job_id: str) -> JobRecord:
         row = conn.execute(select(tables.jobs).where(tables.jobs.c.id == job_id)).first()
         if row is None:
-            raise NotFound(message=f"no training job has id {job_id!r}", reason="JOB_NOT_FOUND",
-                           metadata={"id": job_id})
+            raise NotFound(
+                message=f"no training job has id {job_id!r}", reason="JOB_NOT_FOUND", metadata={"id": job_id}
+            )
         return self._record(row)
 
     def _get(self, job_id: str) -> JobRecord:
@@ -74,7 +85,9 @@ class JobStore:
     async def get(self, job_id: str) -> JobRecord:
         return await self.db.run(self._get, job_id)
 
-    def _list(self, states: Sequence[int], adapter_name: str, size: int, offset: int) -> tuple[list[pb.TrainingJob], bool]:
+    def _list_page(
+        self, states: Sequence[int], adapter_name: str, size: int, offset: int
+    ) -> tuple[list[pb.TrainingJob], bool]:
         query = select(tables.jobs.c.proto)
         if states:
             query = query.where(tables.jobs.c.state.in_(list(states)))
@@ -85,9 +98,11 @@ class JobStore:
             rows = conn.execute(query).all()
         return [pb.TrainingJob.FromString(r.proto) for r in rows[:size]], len(rows) > size
 
-    async def list(self, states: Sequence[int], adapter_name: str, size: int, offset: int) -> tuple[list[pb.TrainingJob], bool]:
+    async def list_page(
+        self, states: Sequence[int], adapter_name: str, size: int, offset: int
+    ) -> tuple[list[pb.TrainingJob], bool]:
         """One page of jobs, newest first, and whether more follow."""
-        return await self.db.run(self._list, states, adapter_name, size, offset)
+        return await self.db.run(self._list_page, states, adapter_name, size, offset)
 
     def _in_state(self, state: int) -> list[JobRecord]:
         columns = tables.jobs.c
@@ -138,22 +153,30 @@ class JobStore:
             event.job_id = job.id
             if not event.HasField("time"):
                 event.time.CopyFrom(now_timestamp())
-            conn.execute(insert(tables.job_events).values(job_id=job.id, sequence=last_sequence,
-                                                          proto=event.SerializeToString()))
+            conn.execute(
+                insert(tables.job_events).values(job_id=job.id, sequence=last_sequence, proto=event.SerializeToString())
+            )
             if event.HasField("checkpoint_saved"):
                 checkpoint = event.checkpoint_saved
-                existing = conn.execute(select(tables.checkpoints.c.name).where(
-                    tables.checkpoints.c.job_id == job.id, tables.checkpoints.c.name == checkpoint.name)).first()
+                existing = conn.execute(
+                    select(tables.checkpoints.c.name).where(
+                        tables.checkpoints.c.job_id == job.id, tables.checkpoints.c.name == checkpoint.name
+                    )
+                ).first()
                 values = {"step": checkpoint.step, "proto": checkpoint.SerializeToString()}
                 if existing is None:
                     conn.execute(insert(tables.checkpoints).values(job_id=job.id, name=checkpoint.name, **values))
                 else:  # a resumed worker saved the same step again
-                    conn.execute(update(tables.checkpoints).where(
-                        tables.checkpoints.c.job_id == job.id, tables.checkpoints.c.name == checkpoint.name
-                    ).values(**values))
+                    conn.execute(
+                        update(tables.checkpoints)
+                        .where(tables.checkpoints.c.job_id == job.id, tables.checkpoints.c.name == checkpoint.name)
+                        .values(**values)
+                    )
         return last_sequence
 
-    def _create(self, job: pb.TrainingJob, request_id: str, request_hash: str, traceparent: str) -> tuple[pb.TrainingJob, bool]:
+    def _create(
+        self, job: pb.TrainingJob, request_id: str, request_hash: str, traceparent: str
+    ) -> tuple[pb.TrainingJob, bool]:
         with self.db.engine.begin() as conn:
             if request_id:
                 row = conn.execute(select(tables.jobs).where(tables.jobs.c.request_id == request_id)).first()
@@ -161,22 +184,36 @@ class JobStore:
                     if row.request_hash != request_hash:
                         raise AlreadyExists(
                             message=f"request_id {request_id!r} was already used for a different job ({row.id})",
-                            reason="REQUEST_ID_REUSED", metadata={"request_id": request_id, "job_id": row.id},
+                            reason="REQUEST_ID_REUSED",
+                            metadata={"request_id": request_id, "job_id": row.id},
                         )
                     return pb.TrainingJob.FromString(row.proto), False
             events = [state_event(State.STATE_UNSPECIFIED, State.STATE_QUEUED)]
-            conn.execute(insert(tables.jobs).values(
-                id=job.id, state=job.state, priority=job.priority, front=0, adapter_name=job.adapter_name,
-                request_id=request_id or None, request_hash=request_hash or None, last_sequence=0,
-                events_offset=0, worker_pid=None, interrupted=False, cancel_requested=False,
-                traceparent=traceparent or None, proto=job.SerializeToString(),
-            ))
+            conn.execute(
+                insert(tables.jobs).values(
+                    id=job.id,
+                    state=job.state,
+                    priority=job.priority,
+                    front=0,
+                    adapter_name=job.adapter_name,
+                    request_id=request_id or None,
+                    request_hash=request_hash or None,
+                    last_sequence=0,
+                    events_offset=0,
+                    worker_pid=None,
+                    interrupted=False,
+                    cancel_requested=False,
+                    traceparent=traceparent or None,
+                    proto=job.SerializeToString(),
+                )
+            )
             last = self._append(conn, job, 0, events)
             conn.execute(update(tables.jobs).where(tables.jobs.c.id == job.id).values(last_sequence=last))
             return job, True
 
-    async def create(self, job: pb.TrainingJob, request_id: str = "", request_hash: str = "",
-                     traceparent: str = "") -> tuple[pb.TrainingJob, bool]:
+    async def create(
+        self, job: pb.TrainingJob, request_id: str = "", request_hash: str = "", traceparent: str = ""
+    ) -> tuple[pb.TrainingJob, bool]:
         """Persist a new QUEUED job with its first event; a repeated request_id returns the first job."""
         return await self.db.run(self._create, job, request_id, request_hash, traceparent)
 
@@ -186,12 +223,20 @@ class JobStore:
             events = list(change(record) or [])
             record.job.update_time.CopyFrom(now_timestamp())
             record.last_sequence = self._append(conn, record.job, record.last_sequence, events)
-            conn.execute(update(tables.jobs).where(tables.jobs.c.id == job_id).values(
-                state=record.job.state, last_sequence=record.last_sequence, events_offset=record.events_offset,
-                worker_pid=record.worker_pid, interrupted=record.interrupted, front=record.front,
-                cancel_requested=record.cancel_requested,
-                proto=record.job.SerializeToString(),
-            ))
+            conn.execute(
+                update(tables.jobs)
+                .where(tables.jobs.c.id == job_id)
+                .values(
+                    state=record.job.state,
+                    last_sequence=record.last_sequence,
+                    events_offset=record.events_offset,
+                    worker_pid=record.worker_pid,
+                    interrupted=record.interrupted,
+                    front=record.front,
+                    cancel_requested=record.cancel_requested,
+                    proto=record.job.SerializeToString(),
+                )
+            )
             return record
 
     async def update(self, job_id: str, change: Callable[[JobRecord], Sequence[pb.JobEvent] | None]) -> JobRecord:
@@ -203,8 +248,9 @@ class JobStore:
 
     def _by_request(self, request_id: str) -> tuple[pb.TrainingJob, str] | None:
         with self.db.engine.connect() as conn:
-            row = conn.execute(select(tables.jobs.c.proto, tables.jobs.c.request_hash)
-                               .where(tables.jobs.c.request_id == request_id)).first()
+            row = conn.execute(
+                select(tables.jobs.c.proto, tables.jobs.c.request_hash).where(tables.jobs.c.request_id == request_id)
+            ).first()
         return None if row is None else (pb.TrainingJob.FromString(row.proto), row.request_hash or "")
 
     async def by_request(self, request_id: str) -> tuple[pb.TrainingJob, str] | None:

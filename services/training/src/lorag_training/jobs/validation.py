@@ -15,14 +15,14 @@ from pathlib import Path
 
 from lorag.training.v1 import training_service_pb2 as pb
 from lorag_core.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from lorag_core.names import ADAPTER
 from lorag_models import resolve_model
 from lorag_training.datasets.statistics import has_chat_template, load_tokenizer
-from lorag_training.datasets.store import DatasetStore
+from lorag_training.datasets.store import VERSION_PREFIX, DatasetStore
 from lorag_training.jobs import capacity
 from lorag_training.jobs.capacity import NodeDevices
 from lorag_training.worker.spec import Hyperparameters
 
-NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 PREFIX = "training_job."
 MAX_VIOLATIONS = 100
 
@@ -57,8 +57,9 @@ def _check_hyperparameters(hp: pb.Hyperparameters, problems: list[FieldViolation
         ("save_steps", lambda v: v >= 1, "must be at least 1"),
         ("logging_steps", lambda v: v >= 1, "must be at least 1"),
     ]
+    present = {descriptor.name for descriptor, _ in hp.ListFields()}
     for name, ok, why in checks:
-        if hp.HasField(name) and not ok(getattr(hp, name)):
+        if name in present and not ok(getattr(hp, name)):
             bad(name, f"{why} (got {getattr(hp, name)})")
     for index, module in enumerate(hp.target_modules):
         if not re.fullmatch(r"[A-Za-z0-9_.*-]+", module):
@@ -66,8 +67,19 @@ def _check_hyperparameters(hp: pb.Hyperparameters, problems: list[FieldViolation
 
 
 def _fill_defaults(hp: pb.Hyperparameters) -> None:
-    for name in ("rank", "dropout", "epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",
-                 "max_length", "seed", "eval_split_fraction", "warmup_ratio", "logging_steps"):
+    for name in (
+        "rank",
+        "dropout",
+        "epochs",
+        "learning_rate",
+        "batch_size",
+        "gradient_accumulation_steps",
+        "max_length",
+        "seed",
+        "eval_split_fraction",
+        "warmup_ratio",
+        "logging_steps",
+    ):
         if not hp.HasField(name):
             setattr(hp, name, getattr(DEFAULTS, name))
     if not hp.HasField("alpha"):
@@ -77,9 +89,12 @@ def _fill_defaults(hp: pb.Hyperparameters) -> None:
 def copy_configuration(given: pb.TrainingJob) -> pb.TrainingJob:
     """Only the fields a caller sets; output-only fields are ignored."""
     job = pb.TrainingJob(
-        display_name=given.display_name, base_model=given.base_model.strip(),
-        base_model_revision=given.base_model_revision, dataset_version=given.dataset_version.strip().lower(),
-        method=given.method or pb.TRAINING_METHOD_LORA, priority=given.priority,
+        display_name=given.display_name,
+        base_model=given.base_model.strip(),
+        base_model_revision=given.base_model_revision,
+        dataset_version=given.dataset_version.strip().lower(),
+        method=given.method or pb.TRAINING_METHOD_LORA,
+        priority=given.priority,
         adapter_name=given.adapter_name.strip(),
     )
     job.hyperparameters.CopyFrom(given.hyperparameters)
@@ -96,13 +111,17 @@ async def resolve_job(given: pb.TrainingJob, datasets: DatasetStore, devices: No
         problems.append(FieldViolation(PREFIX + "base_model", "is required"))
     if not job.dataset_version:
         problems.append(FieldViolation(PREFIX + "dataset_version", "is required"))
-    elif not re.fullmatch(r"[0-9a-f]{12,64}", job.dataset_version):
-        problems.append(FieldViolation(PREFIX + "dataset_version",
-                                       "must be the dataset's SHA-256 version or a prefix of at least 12 hex digits"))
+    elif not VERSION_PREFIX.fullmatch(job.dataset_version):
+        problems.append(
+            FieldViolation(
+                PREFIX + "dataset_version",
+                "must be the dataset's SHA-256 version or a prefix of at least 12 hex digits",
+            )
+        )
     if not job.adapter_name:
         problems.append(FieldViolation(PREFIX + "adapter_name", "is required"))
-    elif not NAME.match(job.adapter_name):
-        problems.append(FieldViolation(PREFIX + "adapter_name", "must be 1 to 128 letters, digits, '.', '-' or '_'"))
+    elif bad_name := ADAPTER.violation(job.adapter_name, PREFIX + "adapter_name"):
+        problems.append(bad_name)
     if len(job.display_name) > 256:
         problems.append(FieldViolation(PREFIX + "display_name", "must be at most 256 characters"))
     if not -100 <= job.priority <= 100:
@@ -113,9 +132,10 @@ async def resolve_job(given: pb.TrainingJob, datasets: DatasetStore, devices: No
         problems.append(FieldViolation(PREFIX + "resources.gpu_count", "must be at least 0"))
     _check_hyperparameters(job.hyperparameters, problems)
     if problems:
-        raise InvalidArgument(message="invalid training job: " + "; ".join(f"{p.field}: {p.description}"
-                                                                         for p in problems),
-                              violations=problems[:MAX_VIOLATIONS])
+        raise InvalidArgument(
+            message="invalid training job: " + "; ".join(f"{p.field}: {p.description}" for p in problems),
+            violations=problems[:MAX_VIOLATIONS],
+        )
 
     dataset = await datasets.get("", job.dataset_version, field=PREFIX + "dataset_version")
     job.dataset_version = dataset.version
@@ -124,27 +144,34 @@ async def resolve_job(given: pb.TrainingJob, datasets: DatasetStore, devices: No
         first = [i for i in report.issues if i.severity == pb.SEVERITY_ERROR][:MAX_VIOLATIONS]
         more = report.error_count - len(first)
         raise FailedPrecondition(
-            message=(f"dataset {dataset.name} ({dataset.version[:12]}) has {report.error_count} validation errors; "
-                     "fix the rows and upload it again" + (f" ({more} more not listed)" if more > 0 else "")),
-            reason="DATASET_INVALID", metadata={"error_count": str(report.error_count)},
-            violations=[FieldViolation(f"line {i.line}: {i.field}" if i.field else f"line {i.line}", i.message)
-                        for i in first],
+            message=(
+                f"dataset {dataset.name} ({dataset.version[:12]}) has {report.error_count} validation errors; "
+                "fix the rows and upload it again" + (f" ({more} more not listed)" if more > 0 else "")
+            ),
+            reason="DATASET_INVALID",
+            metadata={"error_count": str(report.error_count)},
+            violations=[
+                FieldViolation(f"line {i.line}: {i.field}" if i.field else f"line {i.line}", i.message) for i in first
+            ],
         )
 
     tokenizer, model_id = await asyncio.to_thread(load_tokenizer, job.base_model)  # NOT_FOUND when unresolvable
     resolved = resolve_model(job.base_model)
     if dataset.format == pb.DATASET_FORMAT_CHAT and not has_chat_template(tokenizer):
-        raise FailedPrecondition(message=f"{model_id} has no chat template, so it cannot train on chat dataset "
-                                         f"{dataset.name}; use a completion dataset or an instruct model",
-                                 reason="NO_CHAT_TEMPLATE")
+        raise FailedPrecondition(
+            message=f"{model_id} has no chat template, so it cannot train on chat dataset "
+            f"{dataset.name}; use a completion dataset or an instruct model",
+            reason="NO_CHAT_TEMPLATE",
+        )
 
     hp = job.hyperparameters
     _fill_defaults(hp)
     shape = capacity.model_shape(resolved.path)
     context = _context_length(resolved.path)
     if context and hp.max_length > context:
-        raise InvalidArgument.of(PREFIX + "hyperparameters.max_length",
-                                 f"{hp.max_length} exceeds {model_id}'s context of {context} tokens")
+        raise InvalidArgument.of(
+            PREFIX + "hyperparameters.max_length", f"{hp.max_length} exceeds {model_id}'s context of {context} tokens"
+        )
 
     method = {pb.TRAINING_METHOD_QLORA: "qlora", pb.TRAINING_METHOD_DORA: "dora"}.get(job.method, "lora")
     if not job.resources.HasField("gpu_count"):
@@ -153,16 +180,20 @@ async def resolve_job(given: pb.TrainingJob, datasets: DatasetStore, devices: No
     if gpu_count > len(devices.gpus):
         raise FailedPrecondition(
             message=f"the job asks for {gpu_count} GPUs but this node has {len(devices.gpus)}",
-            reason="NOT_ENOUGH_GPUS", metadata={"requested": str(gpu_count), "available": str(len(devices.gpus))},
+            reason="NOT_ENOUGH_GPUS",
+            metadata={"requested": str(gpu_count), "available": str(len(devices.gpus))},
         )
     if method == "qlora" and gpu_count == 0:
         why = "this node has no GPU" if not devices.has_gpu else "the job asks for no GPU (resources.gpu_count 0)"
-        raise FailedPrecondition(message=f"QLoRA quantises the base model with bitsandbytes on a CUDA GPU, and {why}",
-                                 reason="QLORA_NEEDS_GPU")
+        raise FailedPrecondition(
+            message=f"QLoRA quantises the base model with bitsandbytes on a CUDA GPU, and {why}",
+            reason="QLORA_NEEDS_GPU",
+        )
     if shape is not None:
         sequence = min(hp.max_length, max(dataset.token_statistics.max_tokens, 1))
-        estimated = capacity.estimate(shape, method, hp.rank, list(hp.target_modules), hp.batch_size, sequence,
-                                      on_gpu=gpu_count > 0)
+        estimated = capacity.estimate(
+            shape, method, hp.rank, list(hp.target_modules), hp.batch_size, sequence, on_gpu=gpu_count > 0
+        )
         capacity.check_fits(estimated, devices, gpu_count)
 
     job.id = f"job-{uuid.uuid4().hex[:16]}"
