@@ -42,7 +42,7 @@ def _type_name(annotation: Any) -> str:
 
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
-        value = field.default_factory()  # type: ignore[call-arg]
+        value = field.default_factory()  # type: ignore[call-arg]  # lorag settings use factories of no argument
     elif field.default is PydanticUndefined:
         return "required"
     else:

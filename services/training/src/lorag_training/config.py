@@ -29,7 +29,9 @@ class TrainingSettings(ServiceSettings):
 
     port: int = Field(50056, ge=0, le=65535)
     data_dir: Path = Field(default_factory=default_data_dir, description="Datasets, job folders and the databases.")
-    database_url: str | None = Field(None, description="SQLAlchemy URL of the job store; sqlite:///<data_dir>/training.db.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the job store; sqlite:///<data_dir>/training.db."
+    )
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI; sqlite:///<data_dir>/mlflow.db.")
     mlflow_registry_uri: str | None = Field(None, description="MLflow registry URI; the tracking URI when unset.")
     mlflow_experiment: str = Field("lorag-training", description="The MLflow experiment jobs log into.")
@@ -53,7 +55,8 @@ class TrainingSettings(ServiceSettings):
             for part in self.devices.split(","):
                 if not part.strip().isdigit():
                     raise ValueError(
-                        f"LORAG_TRAINING_DEVICES must be CUDA ordinals separated by commas, e.g. '0,1' (got {self.devices!r})"
+                        "LORAG_TRAINING_DEVICES must be CUDA ordinals separated by commas, e.g. '0,1' "
+                        f"(got {self.devices!r})"
                     )
         return self
 

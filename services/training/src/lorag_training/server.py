@@ -28,18 +28,24 @@ class TrainingRuntime:
         self.devices = capacity.detect(settings.gpu_ordinals())
         self.datasets = DatasetStore(self.database, settings.data_dir / "datasets")
         self.jobs = JobStore(self.database)
-        self.scheduler = Scheduler(settings, self.jobs, self.datasets, self.devices, app.telemetry.tracer,
-                                   app.telemetry.meter)
-        self.servicer = TrainingServicer(settings, self.datasets, self.jobs, self.scheduler, self.devices,
-                                         app.telemetry.tracer)
+        self.scheduler = Scheduler(
+            settings, self.jobs, self.datasets, self.devices, app.telemetry.tracer, app.telemetry.meter
+        )
+        self.servicer = TrainingServicer(
+            settings, self.datasets, self.jobs, self.scheduler, self.devices, app.telemetry.tracer
+        )
 
     async def start(self) -> None:
         """Create the schema, recover jobs, start scheduling. (The worker creates the MLflow experiment, with its
         artifacts beside a local SQLite store in <data_dir>/mlartifacts, on first use.)"""
         await self.database.run(self.database.create_schema)
         await self.scheduler.start()
-        log.info("training ready", data_dir=str(self.settings.data_dir), gpus=len(self.devices.gpus),
-                 host_memory_gib=round(self.devices.host_memory / 2**30, 1))
+        log.info(
+            "training ready",
+            data_dir=str(self.settings.data_dir),
+            gpus=len(self.devices.gpus),
+            host_memory_gib=round(self.devices.host_memory / 2**30, 1),
+        )
 
     async def close(self) -> None:
         await self.scheduler.close()

@@ -44,8 +44,11 @@ def load_tokenizer(base_model: str) -> tuple[Any, str]:
     try:
         resolved = resolve_model(base_model)
     except ModelNotFound as exc:
-        raise NotFound(message=f"base model {base_model!r} cannot be found: {exc}", reason="BASE_MODEL_NOT_FOUND",
-                       metadata={"base_model": base_model}) from exc
+        raise NotFound(
+            message=f"base model {base_model!r} cannot be found: {exc}",
+            reason="BASE_MODEL_NOT_FOUND",
+            metadata={"base_model": base_model},
+        ) from exc
     with _lock:
         cached = _tokenizers.get(resolved.path)
         if cached is None:
@@ -56,7 +59,8 @@ def load_tokenizer(base_model: str) -> tuple[Any, str]:
             except (OSError, ValueError) as exc:
                 raise NotFound(
                     message=f"the tokenizer of base model {base_model!r} cannot be loaded: {exc}",
-                    reason="BASE_MODEL_NOT_FOUND", metadata={"base_model": base_model},
+                    reason="BASE_MODEL_NOT_FOUND",
+                    metadata={"base_model": base_model},
                 ) from exc
             _tokenizers[resolved.path] = cached
     return cached, resolved.model_id
@@ -89,8 +93,9 @@ def _percentile(ordered: list[int], q: float) -> int:
     return ordered[rank - 1]
 
 
-def summarise(lengths: list[int], tokenizer_name: str, max_length: int,
-              bounds: tuple[int, ...] = DEFAULT_BOUNDS) -> Statistics:
+def summarise(
+    lengths: list[int], tokenizer_name: str, max_length: int, bounds: tuple[int, ...] = DEFAULT_BOUNDS
+) -> Statistics:
     """Totals, extremes, percentiles, a histogram (bucket i: bounds[i-1] < v <= bounds[i]) and truncations."""
     counts = [0] * (len(bounds) + 1)
     for value in lengths:

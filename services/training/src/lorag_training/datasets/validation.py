@@ -92,17 +92,17 @@ def _nonempty_string(value: Any) -> bool:
 def _check_chat(row: dict[str, Any], line: int) -> list[Issue]:
     issues: list[Issue] = []
     if "messages" not in row:
-        return [Issue(line, "messages", "a chat row needs a \"messages\" list", "missing_field")]
+        return [Issue(line, "messages", 'a chat row needs a "messages" list', "missing_field")]
     messages = row["messages"]
     if not isinstance(messages, list):
-        return [Issue(line, "messages", "must be a list of {\"role\", \"content\"} objects", "wrong_type")]
+        return [Issue(line, "messages", 'must be a list of {"role", "content"} objects', "wrong_type")]
     if not messages:
         return [Issue(line, "messages", "must hold at least one message", "empty_messages")]
     assistant_turns = 0
     for index, message in enumerate(messages):
         path = f"messages[{index}]"
         if not isinstance(message, dict):
-            issues.append(Issue(line, path, "must be an object with \"role\" and \"content\"", "wrong_type"))
+            issues.append(Issue(line, path, 'must be an object with "role" and "content"', "wrong_type"))
             continue
         role = message.get("role")
         if "role" not in message:
@@ -124,8 +124,13 @@ def _check_chat(row: dict[str, Any], line: int) -> list[Issue]:
         issues.append(Issue(line, "messages", "needs at least one assistant message to learn from", "no_assistant"))
     elif messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "user" and assistant_turns:
         issues.append(
-            Issue(line, f"messages[{len(messages) - 1}]", "the last turn is a user message, which is not trained on",
-                  "trailing_user_turn", WARNING)
+            Issue(
+                line,
+                f"messages[{len(messages) - 1}]",
+                "the last turn is a user message, which is not trained on",
+                "trailing_user_turn",
+                WARNING,
+            )
         )
     return issues
 
@@ -134,7 +139,7 @@ def _check_completion(row: dict[str, Any], line: int) -> list[Issue]:
     issues: list[Issue] = []
     for name in ("prompt", "completion"):
         if name not in row:
-            issues.append(Issue(line, name, f"a completion row needs \"{name}\"", "missing_field"))
+            issues.append(Issue(line, name, f'a completion row needs "{name}"', "missing_field"))
         elif not isinstance(row[name], str):
             issues.append(Issue(line, name, "must be a string", "wrong_type"))
         elif not _nonempty_string(row[name]):

@@ -89,9 +89,13 @@ class ModelShape:
         head_dim = self.hidden // max(self.heads, 1)
         kv = self.kv_heads * head_dim
         shapes = {
-            "q_proj": (self.hidden, self.hidden), "k_proj": (self.hidden, kv), "v_proj": (self.hidden, kv),
-            "o_proj": (self.hidden, self.hidden), "gate_proj": (self.hidden, self.intermediate),
-            "up_proj": (self.hidden, self.intermediate), "down_proj": (self.intermediate, self.hidden),
+            "q_proj": (self.hidden, self.hidden),
+            "k_proj": (self.hidden, kv),
+            "v_proj": (self.hidden, kv),
+            "o_proj": (self.hidden, self.hidden),
+            "gate_proj": (self.hidden, self.intermediate),
+            "up_proj": (self.hidden, self.intermediate),
+            "down_proj": (self.intermediate, self.hidden),
         }
         chosen = [shapes[m] for m in target_modules if m in shapes] if target_modules else list(shapes.values())
         if target_modules and not chosen:  # modules of another architecture: assume square hidden layers
@@ -110,9 +114,12 @@ def model_shape(model_path: str) -> ModelShape | None:
         hidden = int(config["hidden_size"])
         heads = int(config.get("num_attention_heads", 1))
         return ModelShape(
-            hidden=hidden, layers=int(config["num_hidden_layers"]),
-            intermediate=int(config.get("intermediate_size", 4 * hidden)), heads=heads,
-            kv_heads=int(config.get("num_key_value_heads", heads)), vocab=int(config.get("vocab_size", 32000)),
+            hidden=hidden,
+            layers=int(config["num_hidden_layers"]),
+            intermediate=int(config.get("intermediate_size", 4 * hidden)),
+            heads=heads,
+            kv_heads=int(config.get("num_key_value_heads", heads)),
+            vocab=int(config.get("vocab_size", 32000)),
             tied=bool(config.get("tie_word_embeddings", False)),
         )
     except (KeyError, TypeError, ValueError):
@@ -132,13 +139,16 @@ class Estimate:
         def gib(n: int) -> str:
             return f"{n / GIB:.2f} GiB"
 
-        return (f"estimated peak {gib(self.total)} = weights {gib(self.weights)} + LoRA weights, gradients and "
-                f"optimizer state {gib(self.lora)} + activations {gib(self.activations)} + logits {gib(self.logits)}"
-                f" + overhead, at a sequence length of {self.sequence}")
+        return (
+            f"estimated peak {gib(self.total)} = weights {gib(self.weights)} + LoRA weights, gradients and "
+            f"optimizer state {gib(self.lora)} + activations {gib(self.activations)} + logits {gib(self.logits)}"
+            f" + overhead, at a sequence length of {self.sequence}"
+        )
 
 
-def estimate(shape: ModelShape, method: str, rank: int, target_modules: list[str], batch_size: int,
-             sequence: int, on_gpu: bool) -> Estimate:
+def estimate(
+    shape: ModelShape, method: str, rank: int, target_modules: list[str], batch_size: int, sequence: int, on_gpu: bool
+) -> Estimate:
     """Peak training memory per device (see the module docstring)."""
     weight_bytes = 0.55 if method == "qlora" else (2 if on_gpu else 4)
     weights = int(shape.parameters * weight_bytes)
@@ -165,8 +175,10 @@ def check_fits(estimated: Estimate, devices: NodeDevices, gpu_count: int) -> Non
         where = f"the host's {budget / GIB:.1f} GiB of RAM (training on CPU)"
     if estimated.total > budget:
         raise FailedPrecondition(
-            message=(f"the job does not fit in memory: {estimated.describe()}, which exceeds {where}; lower "
-                     "hyperparameters.batch_size, max_length or rank (or use gradient_accumulation_steps)"),
+            message=(
+                f"the job does not fit in memory: {estimated.describe()}, which exceeds {where}; lower "
+                "hyperparameters.batch_size, max_length or rank (or use gradient_accumulation_steps)"
+            ),
             reason="INSUFFICIENT_MEMORY",
             metadata={"estimated_bytes": str(estimated.total), "available_bytes": str(budget)},
         )

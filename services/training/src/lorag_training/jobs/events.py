@@ -9,7 +9,6 @@ run's outcome; the terminal state itself is decided when the worker process exit
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,13 +61,6 @@ def read_lines(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     return lines, offset + end + 1
 
 
-def file_size(path: Path) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
 def _time(value: Any) -> Timestamp | None:
     if not isinstance(value, str) or not value:
         return None
@@ -115,13 +107,17 @@ def apply_line(job: pb.TrainingJob, line: dict[str, Any], outcome: RunOutcome) -
             text = f"training resumed from checkpoint at step {resumed} of {total} (resumed_from_step={resumed})"
             event.log.CopyFrom(pb.LogMessage(level=pb.LOG_LEVEL_WARNING, message=text))
         else:
-            event.log.CopyFrom(pb.LogMessage(level=pb.LOG_LEVEL_INFO,
-                                             message=f"training started: {total} steps (resumed_from_step=0)"))
+            event.log.CopyFrom(
+                pb.LogMessage(level=pb.LOG_LEVEL_INFO, message=f"training started: {total} steps (resumed_from_step=0)")
+            )
         return [event]
     if kind == "step":
         metrics = pb.StepMetrics(
-            step=int(_num(line, "step")), epoch=_num(line, "epoch"), loss=_num(line, "loss"),
-            learning_rate=_num(line, "learning_rate"), grad_norm=_num(line, "grad_norm"),
+            step=int(_num(line, "step")),
+            epoch=_num(line, "epoch"),
+            loss=_num(line, "loss"),
+            learning_rate=_num(line, "learning_rate"),
+            grad_norm=_num(line, "grad_norm"),
             tokens_per_second=_num(line, "tokens_per_second"),
         )
         eta = _duration(line.get("eta_seconds"))
@@ -138,8 +134,12 @@ def apply_line(job: pb.TrainingJob, line: dict[str, Any], outcome: RunOutcome) -
         event.step_metrics.CopyFrom(metrics)
         return [event]
     if kind == "eval":
-        result = pb.EvalResult(step=int(_num(line, "step")), epoch=_num(line, "epoch"),
-                               eval_loss=_num(line, "eval_loss"), perplexity=_num(line, "perplexity"))
+        result = pb.EvalResult(
+            step=int(_num(line, "step")),
+            epoch=_num(line, "epoch"),
+            eval_loss=_num(line, "eval_loss"),
+            perplexity=_num(line, "perplexity"),
+        )
         for name, value in (line.get("metrics") or {}).items():
             if isinstance(value, (int, float)):
                 result.metrics[str(name)] = float(value)
@@ -148,8 +148,11 @@ def apply_line(job: pb.TrainingJob, line: dict[str, Any], outcome: RunOutcome) -
         return [event]
     if kind == "checkpoint":
         checkpoint = pb.Checkpoint(
-            name=str(line.get("name") or f"checkpoint-{int(_num(line, 'step'))}"), step=int(_num(line, "step")),
-            epoch=_num(line, "epoch"), uri=str(line.get("uri", "")), size_bytes=int(_num(line, "size_bytes")),
+            name=str(line.get("name") or f"checkpoint-{int(_num(line, 'step'))}"),
+            step=int(_num(line, "step")),
+            epoch=_num(line, "epoch"),
+            uri=str(line.get("uri", "")),
+            size_bytes=int(_num(line, "size_bytes")),
             has_optimizer_state=bool(line.get("has_optimizer_state", False)),
         )
         if stamp is not None:
@@ -162,21 +165,26 @@ def apply_line(job: pb.TrainingJob, line: dict[str, Any], outcome: RunOutcome) -
         return [event]
     if kind == "completed":
         adapter = line.get("adapter") or {}
-        outcome.adapter = common_pb2.AdapterReference(name=str(adapter.get("name", "")),
-                                                      version=str(adapter.get("version", "")))
+        outcome.adapter = common_pb2.AdapterReference(
+            name=str(adapter.get("name", "")), version=str(adapter.get("version", ""))
+        )
         outcome.adapter_uri = str(adapter.get("source_uri", ""))
         if line.get("mlflow_run_id"):
             job.mlflow_run_id = str(line["mlflow_run_id"])
-        event.log.CopyFrom(pb.LogMessage(
-            level=pb.LOG_LEVEL_INFO,
-            message=f"adapter registered as {outcome.adapter.name} version {outcome.adapter.version}",
-        ))
+        event.log.CopyFrom(
+            pb.LogMessage(
+                level=pb.LOG_LEVEL_INFO,
+                message=f"adapter registered as {outcome.adapter.name} version {outcome.adapter.version}",
+            )
+        )
         return [event]
     if kind == "failed":
-        outcome.error = pb.JobError(reason=str(line.get("reason") or "TRAINING_ERROR"),
-                                    message=str(line.get("message", "")))
-        event.log.CopyFrom(pb.LogMessage(level=pb.LOG_LEVEL_ERROR,
-                                         message=f"{outcome.error.reason}: {outcome.error.message}"))
+        outcome.error = pb.JobError(
+            reason=str(line.get("reason") or "TRAINING_ERROR"), message=str(line.get("message", ""))
+        )
+        event.log.CopyFrom(
+            pb.LogMessage(level=pb.LOG_LEVEL_ERROR, message=f"{outcome.error.reason}: {outcome.error.message}")
+        )
         return [event]
     log.warning("unknown worker event type", type=str(kind))
     return []

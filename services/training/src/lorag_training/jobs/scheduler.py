@@ -24,14 +24,17 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from lorag.common.v1 import common_pb2
 from lorag.training.v1 import training_service_pb2 as pb
 from lorag_core.telemetry import get_logger
 from lorag_training.config import TrainingSettings
@@ -42,8 +45,12 @@ from lorag_training.jobs.store import TERMINAL, JobRecord, JobStore, now_timesta
 
 log = get_logger("lorag.training.scheduler")
 State = pb.TrainingJob.State
-METHODS = {pb.TRAINING_METHOD_UNSPECIFIED: "lora", pb.TRAINING_METHOD_LORA: "lora",
-           pb.TRAINING_METHOD_QLORA: "qlora", pb.TRAINING_METHOD_DORA: "dora"}
+METHODS = {
+    pb.TRAINING_METHOD_UNSPECIFIED: "lora",
+    pb.TRAINING_METHOD_LORA: "lora",
+    pb.TRAINING_METHOD_QLORA: "qlora",
+    pb.TRAINING_METHOD_DORA: "dora",
+}
 _LOG_TAIL_BYTES = 2000
 
 
@@ -92,8 +99,15 @@ def log_tail(path: Path, limit: int = _LOG_TAIL_BYTES) -> str:
 class Scheduler:
     """Queues, launches, watches and recovers training jobs on this node."""
 
-    def __init__(self, settings: TrainingSettings, jobs: JobStore, datasets: DatasetStore, devices: NodeDevices,
-                 tracer: trace.Tracer, meter=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        settings: TrainingSettings,
+        jobs: JobStore,
+        datasets: DatasetStore,
+        devices: NodeDevices,
+        tracer: trace.Tracer,
+        meter: Meter | None = None,
+    ) -> None:
         self.settings = settings
         self.jobs = jobs
         self.datasets = datasets
@@ -106,32 +120,41 @@ class Scheduler:
         self._stopping = False
         self._finished = None
         if meter is not None:
-            self._finished = meter.create_counter("lorag.training.jobs.finished", unit="{job}",
-                                                  description="Jobs that reached a terminal state, by state.")
-            meter.create_observable_gauge("lorag.training.jobs.running", callbacks=[self._observe_running],
-                                          unit="{job}", description="Workers running now.")
-            meter.create_observable_gauge("lorag.training.gpu.assigned", callbacks=[self._observe_gpus],
-                                          unit="{gpu}", description="1 while a job holds the GPU, by device.")
-            meter.create_observable_gauge("lorag.training.gpu.memory.total", callbacks=[self._observe_gpu_memory],
-                                          unit="By", description="Memory of each GPU the scheduler owns.")
+            self._finished = meter.create_counter(
+                "lorag.training.jobs.finished",
+                unit="{job}",
+                description="Jobs that reached a terminal state, by state.",
+            )
+            meter.create_observable_gauge(
+                "lorag.training.jobs.running",
+                callbacks=[self._observe_running],
+                unit="{job}",
+                description="Workers running now.",
+            )
+            meter.create_observable_gauge(
+                "lorag.training.gpu.assigned",
+                callbacks=[self._observe_gpus],
+                unit="{gpu}",
+                description="1 while a job holds the GPU, by device.",
+            )
+            meter.create_observable_gauge(
+                "lorag.training.gpu.memory.total",
+                callbacks=[self._observe_gpu_memory],
+                unit="By",
+                description="Memory of each GPU the scheduler owns.",
+            )
 
-    def _observe_running(self, _options):  # type: ignore[no-untyped-def]
-        from opentelemetry.metrics import Observation
-
+    def _observe_running(self, _options: CallbackOptions) -> Iterator[Observation]:
         yield Observation(len(self._running))
 
-    def _observe_gpus(self, _options):  # type: ignore[no-untyped-def]
+    def _observe_gpus(self, _options: CallbackOptions) -> Iterator[Observation]:
         """GPU use as the scheduler sees it: which of its devices a job holds (utilisation comes from the driver's
         exporter, e.g. dcgm-exporter, which the dashboard reads beside this)."""
-        from opentelemetry.metrics import Observation
-
         held = {gpu for run in self._running.values() for gpu in run.gpus}
         for gpu in self.devices.gpus:
             yield Observation(1 if gpu.ordinal in held else 0, {"device": str(gpu.ordinal), "name": gpu.name})
 
-    def _observe_gpu_memory(self, _options):  # type: ignore[no-untyped-def]
-        from opentelemetry.metrics import Observation
-
+    def _observe_gpu_memory(self, _options: CallbackOptions) -> Iterator[Observation]:
         for gpu in self.devices.gpus:
             yield Observation(gpu.total_memory, {"device": str(gpu.ordinal), "name": gpu.name})
 
@@ -156,7 +179,7 @@ class Scheduler:
     def wake(self) -> None:
         self._wake.set()
 
-    async def _update(self, job_id: str, change) -> JobRecord:  # type: ignore[no-untyped-def]
+    async def _update(self, job_id: str, change: Callable[[JobRecord], Sequence[pb.JobEvent] | None]) -> JobRecord:
         record = await self.jobs.update(job_id, change)
         self.notify(job_id)
         return record
@@ -202,17 +225,22 @@ class Scheduler:
                 rec.front = 1
                 rec.job.state = State.STATE_QUEUED
                 rec.job.resources.ClearField("assigned_devices")
-                events.append(pb.JobEvent(log=pb.LogMessage(
-                    level=pb.LOG_LEVEL_WARNING,
-                    message=f"{why} while the job ran; re-queued to resume from its last checkpoint"
+                events.append(
+                    pb.JobEvent(
+                        log=pb.LogMessage(
+                            level=pb.LOG_LEVEL_WARNING,
+                            message=f"{why} while the job ran; re-queued to resume from its last checkpoint"
                             + (f" (restart {rec.job.restart_count})" if counted else ""),
-                )))
+                        )
+                    )
+                )
                 events.append(state_event(State.STATE_RUNNING, State.STATE_QUEUED))
             return events
 
         record = await self._update(job_id, change)
-        log.info("recovered job", job_id=job_id, state=State.Name(record.job.state),
-                 restart_count=record.job.restart_count)
+        log.info(
+            "recovered job", job_id=job_id, state=State.Name(record.job.state), restart_count=record.job.restart_count
+        )
 
     async def close(self) -> None:
         """Stop launching; SIGTERM running workers and leave their jobs to resume on the next start."""
@@ -237,7 +265,7 @@ class Scheduler:
     async def _stop_pid(self, pid: int) -> None:
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.settings.worker_stop_seconds
-        while _worker_alive(pid) and time.monotonic() < deadline:
+        while _worker_alive(pid) and time.monotonic() < deadline:  # noqa: ASYNC110 - not our child: nothing to await
             await asyncio.sleep(0.1)
         if _worker_alive(pid):
             _signal_group(pid, signal.SIGKILL)
@@ -262,16 +290,20 @@ class Scheduler:
             if state in (State.STATE_SUCCEEDED, State.STATE_FAILED):
                 raise FailedPrecondition(
                     message=f"job {job_id} already {State.Name(state).removeprefix('STATE_')}; only QUEUED or "
-                            "RUNNING jobs can be cancelled",
-                    reason="JOB_FINISHED", metadata={"id": job_id, "state": State.Name(state)},
+                    "RUNNING jobs can be cancelled",
+                    reason="JOB_FINISHED",
+                    metadata={"id": job_id, "state": State.Name(state)},
                 )
             if state == State.STATE_CANCELLED or rec.cancel_requested:
                 return []
             if state == State.STATE_QUEUED:
                 return [self._terminal(rec, State.STATE_CANCELLED)]
             rec.cancel_requested = True
-            return [pb.JobEvent(log=pb.LogMessage(level=pb.LOG_LEVEL_INFO, message="cancellation requested; "
-                                                  "stopping the worker"))]
+            return [
+                pb.JobEvent(
+                    log=pb.LogMessage(level=pb.LOG_LEVEL_INFO, message="cancellation requested; stopping the worker")
+                )
+            ]
 
         record = await self._update(job_id, change)
         run = self._running.get(job_id)
@@ -299,7 +331,7 @@ class Scheduler:
                 return
             try:
                 await self._schedule()
-            except Exception:  # noqa: BLE001 - the loop must survive a bad job or a database hiccup
+            except Exception:
                 log.exception("scheduling pass failed")
                 await asyncio.sleep(1.0)
 
@@ -332,20 +364,30 @@ class Scheduler:
             "dataset_format": FORMATS[dataset.format],
             "method": METHODS[job.method],
             "hyperparameters": {
-                "rank": hp.rank, "alpha": hp.alpha, "dropout": hp.dropout, "target_modules": list(hp.target_modules),
-                "epochs": hp.epochs, "max_steps": hp.max_steps if hp.HasField("max_steps") else 0,
-                "learning_rate": hp.learning_rate, "batch_size": hp.batch_size,
-                "gradient_accumulation_steps": hp.gradient_accumulation_steps, "max_length": hp.max_length,
-                "seed": hp.seed, "eval_split_fraction": hp.eval_split_fraction, "warmup_ratio": hp.warmup_ratio,
+                "rank": hp.rank,
+                "alpha": hp.alpha,
+                "dropout": hp.dropout,
+                "target_modules": list(hp.target_modules),
+                "epochs": hp.epochs,
+                "max_steps": hp.max_steps if hp.HasField("max_steps") else 0,
+                "learning_rate": hp.learning_rate,
+                "batch_size": hp.batch_size,
+                "gradient_accumulation_steps": hp.gradient_accumulation_steps,
+                "max_length": hp.max_length,
+                "seed": hp.seed,
+                "eval_split_fraction": hp.eval_split_fraction,
+                "warmup_ratio": hp.warmup_ratio,
                 "eval_steps": hp.eval_steps if hp.HasField("eval_steps") else 0,
                 "save_steps": hp.save_steps if hp.HasField("save_steps") else 0,
                 "logging_steps": hp.logging_steps,
             },
             "adapter_name": job.adapter_name,
             "output_dir": str(directory),
-            "mlflow": {"tracking_uri": self.settings.resolved_tracking_uri,
-                       "registry_uri": self.settings.resolved_registry_uri,
-                       "experiment": self.settings.mlflow_experiment},
+            "mlflow": {
+                "tracking_uri": self.settings.resolved_tracking_uri,
+                "registry_uri": self.settings.resolved_registry_uri,
+                "experiment": self.settings.mlflow_experiment,
+            },
             "devices": [f"cuda:{i}" for i in range(len(gpus))],
             "display_name": job.display_name,
             "dataset_name": dataset.name,  # beyond the contract: lineage for the registry, ignored if unknown
@@ -353,8 +395,17 @@ class Scheduler:
 
     def _command(self, spec_path: Path, gpus: list[int]) -> list[str]:
         if len(gpus) > 1:
-            return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                    str(len(gpus)), "-m", "lorag_training.worker", str(spec_path)]
+            return [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                str(len(gpus)),
+                "-m",
+                "lorag_training.worker",
+                str(spec_path),
+            ]
         return [sys.executable, "-m", "lorag_training.worker", str(spec_path)]
 
     def _environment(self, record: JobRecord, gpus: list[int]) -> dict[str, str]:
@@ -384,7 +435,7 @@ class Scheduler:
             span.set_attribute("lorag.training.restart_count", record.job.restart_count)
             try:
                 dataset = await self.datasets.get("", record.job.dataset_version)
-            except Exception as exc:  # noqa: BLE001 - the job fails, the scheduler goes on
+            except Exception as exc:
                 await self._fail(job_id, "DATASET_UNREADABLE", f"dataset {record.job.dataset_version}: {exc}")
                 return
             directory.mkdir(parents=True, exist_ok=True)
@@ -409,11 +460,15 @@ class Scheduler:
                 record = await self._update(job_id, to_running)
             except _Skip:
                 return
-            log_file = open(directory / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+            log_file = open(directory / "worker.log", "ab")  # noqa: SIM115, ASYNC230 - handed to the child; a local open
             try:
                 process = await asyncio.create_subprocess_exec(
-                    *self._command(spec_path, gpus), stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
-                    stderr=asyncio.subprocess.STDOUT, cwd=str(directory), env=self._environment(record, gpus),
+                    *self._command(spec_path, gpus),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=asyncio.subprocess.STDOUT,
+                    cwd=str(directory),
+                    env=self._environment(record, gpus),
                     start_new_session=True,
                 )
             except OSError as exc:
@@ -426,8 +481,13 @@ class Scheduler:
             await self._update(job_id, lambda rec: setattr(rec, "worker_pid", process.pid))
             run.monitor = asyncio.create_task(self._monitor(run), name=f"training-job-{job_id}")
             span.set_attribute("lorag.training.worker_pid", process.pid)
-            log.info("worker started", job_id=job_id, pid=process.pid, devices=devices,
-                     restart_count=record.job.restart_count)
+            log.info(
+                "worker started",
+                job_id=job_id,
+                pid=process.pid,
+                devices=devices,
+                restart_count=record.job.restart_count,
+            )
 
     # --- monitoring -------------------------------------------------------------------------------------------
 
@@ -463,7 +523,7 @@ class Scheduler:
             await self._finish(run, run.process.returncode)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - never lose track of a job silently
+        except Exception:
             log.exception("monitoring a worker failed", job_id=run.job_id)
             await self._fail(run.job_id, "SCHEDULER_ERROR", "the service lost track of the worker; see its log")
         finally:
@@ -471,13 +531,18 @@ class Scheduler:
                 self._running.pop(run.job_id, None)
                 self.wake()
 
-    def _terminal(self, rec: JobRecord, state: int, error: pb.JobError | None = None,
-                  adapter=None) -> pb.JobEvent:  # type: ignore[no-untyped-def]
+    def _terminal(
+        self,
+        rec: JobRecord,
+        state: pb.TrainingJob.State.ValueType,
+        error: pb.JobError | None = None,
+        adapter: common_pb2.AdapterReference | None = None,
+    ) -> pb.JobEvent:
         previous = rec.job.state
         rec.job.state = state
         rec.job.end_time.CopyFrom(now_timestamp())
         rec.worker_pid = None
-        fields = {}
+        fields: dict[str, Any] = {}
         if error is not None:
             rec.job.error.CopyFrom(error)
             fields["error"] = error
@@ -512,12 +577,22 @@ class Scheduler:
                 return [self._terminal(rec, State.STATE_SUCCEEDED, adapter=outcome.adapter)]
             if outcome.error is not None:
                 message = outcome.error.message + (f"\n--- worker log ---\n{tail}" if tail else "")
-                return [self._terminal(rec, State.STATE_FAILED,
-                                       error=pb.JobError(reason=outcome.error.reason, message=message))]
+                return [
+                    self._terminal(
+                        rec, State.STATE_FAILED, error=pb.JobError(reason=outcome.error.reason, message=message)
+                    )
+                ]
             if returncode == 0:
-                return [self._terminal(rec, State.STATE_FAILED, error=pb.JobError(
-                    reason="WORKER_EXITED_WITHOUT_RESULT", message=f"the worker exited 0 without registering an "
-                    f"adapter\n--- worker log ---\n{tail}"))]
+                return [
+                    self._terminal(
+                        rec,
+                        State.STATE_FAILED,
+                        error=pb.JobError(
+                            reason="WORKER_EXITED_WITHOUT_RESULT",
+                            message=f"the worker exited 0 without registering an adapter\n--- worker log ---\n{tail}",
+                        ),
+                    )
+                ]
             how = f"signal {-returncode}" if returncode is not None and returncode < 0 else f"exit status {returncode}"
             if rec.job.restart_count < max_restarts:
                 rec.job.restart_count += 1
@@ -526,15 +601,28 @@ class Scheduler:
                 rec.front = 1
                 rec.worker_pid = None
                 return [
-                    pb.JobEvent(log=pb.LogMessage(level=pb.LOG_LEVEL_WARNING, message=(
-                        f"the worker crashed ({how}); re-queued to resume from its last checkpoint "
-                        f"(restart {rec.job.restart_count} of {max_restarts})"))),
+                    pb.JobEvent(
+                        log=pb.LogMessage(
+                            level=pb.LOG_LEVEL_WARNING,
+                            message=(
+                                f"the worker crashed ({how}); re-queued to resume from its last checkpoint "
+                                f"(restart {rec.job.restart_count} of {max_restarts})"
+                            ),
+                        )
+                    ),
                     state_event(State.STATE_RUNNING, State.STATE_QUEUED),
                 ]
-            return [self._terminal(rec, State.STATE_FAILED, error=pb.JobError(
-                reason="WORKER_CRASHED",
-                message=f"the worker crashed ({how}) after {rec.job.restart_count} restarts"
-                        + (f"\n--- worker log ---\n{tail}" if tail else "")))]
+            return [
+                self._terminal(
+                    rec,
+                    State.STATE_FAILED,
+                    error=pb.JobError(
+                        reason="WORKER_CRASHED",
+                        message=f"the worker crashed ({how}) after {rec.job.restart_count} restarts"
+                        + (f"\n--- worker log ---\n{tail}" if tail else ""),
+                    ),
+                )
+            ]
 
         record = await self._update(run.job_id, change)
         log.info("worker exited", job_id=run.job_id, returncode=returncode, state=State.Name(record.job.state))

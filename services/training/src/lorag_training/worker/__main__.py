@@ -10,8 +10,12 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lorag_training.worker.events import EventWriter
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 OOM_HINT = "lower hyperparameters.batch_size or max_length (or raise gradient_accumulation_steps to keep the batch)"
 
@@ -37,7 +41,7 @@ def failure_of(exc: BaseException) -> tuple[str, str]:
     return "TRAINING_ERROR", f"{type(exc).__name__}: {exc}"
 
 
-def _trace_context():  # type: ignore[no-untyped-def]
+def _trace_context() -> Context:
     """The job's trace from the W3C TRACEPARENT the scheduler set, so the worker's spans join it."""
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -81,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         writer.close()
         return 1
 
-    from lorag_core.telemetry import get_logger, setup_telemetry, shutdown_telemetry
     from opentelemetry import context as otel_context
+
+    from lorag_core.telemetry import get_logger, setup_telemetry, shutdown_telemetry
 
     telemetry = setup_telemetry("training-worker", log_level=os.environ.get("LORAG_LOG_LEVEL", "INFO"))
     log = get_logger("lorag.training.worker")
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         shutdown_telemetry()
         sys.stdout.flush()
         os._exit(143)  # at once: no waiting on logging threads or a process group teardown
-    except BaseException as exc:  # noqa: BLE001 - every failure becomes one "failed" event
+    except BaseException as exc:
         reason, message = failure_of(exc)
         log.error("worker_failed", job_id=spec.job_id, reason=reason, error=message, traceback=traceback.format_exc())
         try:

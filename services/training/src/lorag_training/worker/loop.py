@@ -19,7 +19,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +104,7 @@ class GuardedEvents:
         self.emit("log", level=level, message=message)
 
 
-def lr_lambda(total_steps: int, warmup_steps: int):  # type: ignore[no-untyped-def]
+def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """Linear warmup to the peak, then linear decay to zero at total_steps."""
 
     def factor(step: int) -> float:
@@ -152,7 +152,8 @@ def epoch_order(n: int, ctx: DistContext, seed: int, epoch: int) -> list[int]:
     is a pure function of the epoch and a resumed job sees exactly the batches it would have."""
     from torch.utils.data import DistributedSampler
 
-    sampler = DistributedSampler(range(n), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
+    rows: Any = range(n)  # the sampler reads only len() of its dataset
+    sampler = DistributedSampler[int](rows, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
     sampler.set_epoch(epoch)
     return list(sampler)
 
@@ -200,8 +201,12 @@ class Trainer:
             model = load_model(resolved.path, spec.method, hp, device, dtype)
             model.peft_config["default"].base_model_name_or_path = resolved.model_id
             span.set_attributes(
-                {"lorag.base_model": resolved.model_id, "lorag.device": device, "lorag.dtype": str(dtype),
-                 "lorag.method": spec.method}
+                {
+                    "lorag.base_model": resolved.model_id,
+                    "lorag.device": device,
+                    "lorag.dtype": str(dtype),
+                    "lorag.method": spec.method,
+                }
             )
         with self.tracer.start_as_current_span("training.prepare_data") as span:
             data = prepare_data(spec, tokenizer, rows)
@@ -228,8 +233,8 @@ class Trainer:
             mlflow_run_id=run_id,
             base_model_revision=resolved.revision,
         )
-        if start_step:
-            self.events.log("warning", f"resumed from {latest.name}")  # type: ignore[union-attr]
+        if start_step and latest is not None:
+            self.events.log("warning", f"resumed from {latest.name}")
         if data.dropped:
             self.events.log("warning", f"{data.dropped} training rows have no trainable token within max_length")
         self.events.log(
@@ -243,7 +248,9 @@ class Trainer:
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
-            train_model = DistributedDataParallel(model, device_ids=[int(device.split(":")[1])] if ":" in device else None)
+            train_model = DistributedDataParallel(
+                model, device_ids=[int(device.split(":")[1])] if ":" in device else None
+            )
         with self.tracer.start_as_current_span("training.train") as span:
             span.set_attributes({"lorag.total_steps": schedule.total_steps, "lorag.resumed_from_step": start_step})
             last_eval = self._train(
@@ -357,9 +364,7 @@ class Trainer:
     ) -> tuple[float, float, int]:
         """The only host sync of the loop: the interval's mean loss (over ranks), the last grad norm, tokens."""
         if self.ctx.distributed:
-            packed = torch.stack(
-                [loss_sum.float(), torch.tensor(float(tokens), device=loss_sum.device)]
-            )
+            packed = torch.stack([loss_sum.float(), torch.tensor(float(tokens), device=loss_sum.device)])
             torch.distributed.all_reduce(packed)
             loss_value = float(packed[0]) / self.ctx.world_size
             tokens = int(packed[1])
@@ -465,7 +470,9 @@ class Trainer:
                     spec.adapter_name, str(adapter_dir), self.tracker.run_id, lineage, description=spec.display_name
                 )
             except Exception as exc:
-                raise WorkerError("REGISTRATION_FAILED", f"cannot register adapter {spec.adapter_name!r}: {exc}") from exc
+                raise WorkerError(
+                    "REGISTRATION_FAILED", f"cannot register adapter {spec.adapter_name!r}: {exc}"
+                ) from exc
             span.set_attributes({"lorag.adapter": spec.adapter_name, "lorag.adapter_version": record.version})
         adapter = {"name": record.name, "version": record.version, "source_uri": record.source_uri}
         with self.termination.critical():

@@ -57,7 +57,9 @@ def choose_device(devices: tuple[str, ...] | list[str], ctx: DistContext, cuda_c
     if cuda_count < 1:
         raise WorkerError("DEVICE_UNAVAILABLE", f"the job asks for {list(devices)} but no CUDA device is visible")
     if ctx.local_rank >= cuda_count:
-        raise WorkerError("DEVICE_UNAVAILABLE", f"local rank {ctx.local_rank} has no CUDA device ({cuda_count} visible)")
+        raise WorkerError(
+            "DEVICE_UNAVAILABLE", f"local rank {ctx.local_rank} has no CUDA device ({cuda_count} visible)"
+        )
     return f"cuda:{ctx.local_rank}"
 
 
@@ -78,7 +80,7 @@ def quantization_config(method: str, device: str, compute_dtype: torch.dtype) ->
     if not device.startswith("cuda"):
         raise WorkerError("UNSUPPORTED_METHOD", "QLoRA needs a CUDA GPU (4-bit bitsandbytes); use lora or dora on CPU")
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes  # noqa: F401 - imported only to learn whether it is installed
     except ImportError as exc:
         raise WorkerError(
             "UNSUPPORTED_METHOD", "QLoRA needs the bitsandbytes package (install lorag-training[gpu])"
@@ -98,7 +100,7 @@ def lora_config(method: str, hp: Hyperparameters) -> Any:
 
     return LoraConfig(
         r=hp.rank,
-        lora_alpha=hp.alpha,
+        lora_alpha=hp.alpha,  # type: ignore[arg-type]  # peft annotates int; alpha / r is computed in float
         lora_dropout=hp.dropout,
         target_modules=list(hp.target_modules) if hp.target_modules else "all-linear",
         use_dora=method == "dora",
@@ -128,7 +130,7 @@ def load_model(path: str, method: str, hp: Hyperparameters, device: str, dtype: 
         kwargs["device_map"] = {"": device}
     base = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if quant is None:
-        base.to(device)
+        base.to(device)  # type: ignore[arg-type]  # transformers' typed wrapper of .to() misses the device form
     else:
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     base.config.use_cache = False

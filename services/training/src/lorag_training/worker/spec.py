@@ -98,7 +98,7 @@ def _req(obj: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
     value = obj[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise SpecError(f"{where}{key}: expected {kind.__name__}, got {type(value).__name__}")
     return value
 
@@ -163,8 +163,18 @@ def parse_spec(raw: dict[str, Any]) -> WorkerSpec:
     if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
         raise SpecError("devices: expected a list of strings")
     known = {
-        "job_id", "base_model", "dataset_path", "dataset_version", "dataset_format", "method", "hyperparameters",
-        "adapter_name", "output_dir", "mlflow", "devices", "display_name",
+        "job_id",
+        "base_model",
+        "dataset_path",
+        "dataset_version",
+        "dataset_format",
+        "method",
+        "hyperparameters",
+        "adapter_name",
+        "output_dir",
+        "mlflow",
+        "devices",
+        "display_name",
     }
     spec = WorkerSpec(
         job_id=_req(raw, "job_id", str),

@@ -64,7 +64,9 @@ class RunTracker:
         except WorkerError:
             raise
         except Exception as exc:
-            raise WorkerError("MLFLOW_UNAVAILABLE", f"cannot open the MLflow run at {self.spec.mlflow.tracking_uri}: {exc}") from exc
+            raise WorkerError(
+                "MLFLOW_UNAVAILABLE", f"cannot open the MLflow run at {self.spec.mlflow.tracking_uri}: {exc}"
+            ) from exc
 
     def _start(self, base_model_revision: str, dataset_digest: str, resolved_model_id: str) -> str:
         from mlflow import MlflowClient
@@ -126,12 +128,13 @@ class RunTracker:
             from mlflow.entities import DatasetInput, InputTag
 
             name = str(self.spec.extra.get("dataset_name") or Path(self.spec.dataset_path).stem)
-            dataset = MetaDataset(resolve_dataset_source(self.spec.dataset_path), name=name, digest=dataset_digest[:32])
+            source = resolve_dataset_source(self.spec.dataset_path)
+            dataset = MetaDataset(source, name=name, digest=dataset_digest[:32])  # type: ignore[abstract]  # mlflow stubs
             self.client.log_inputs(
                 self.run_id,
                 datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "train")])],
             )
-        except Exception as exc:  # noqa: BLE001 - optional decoration; tags already hold the lineage
+        except Exception as exc:
             log.warning("mlflow_dataset_input_failed", error=str(exc))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -148,7 +151,7 @@ class RunTracker:
     def _send(self, batch: list[Any]) -> None:
         try:
             self.client.log_batch(self.run_id, metrics=batch)
-        except Exception as exc:  # noqa: BLE001 - a metric lost is reported, not fatal
+        except Exception as exc:
             if not self._warned:
                 self._warned = True
                 log.warning("mlflow_log_failed", error=str(exc))
@@ -158,10 +161,6 @@ class RunTracker:
             f.result()
         self._pending = []
 
-    def log_artifact_text(self, text: str, name: str) -> None:
-        if self.enabled and self.client is not None:
-            self.client.log_text(self.run_id, text, name)
-
     def finish(self, status: str) -> None:
         """Mark the run FINISHED / FAILED / KILLED (best effort: the job's own outcome is already decided)."""
         if not self.enabled or self.client is None:
@@ -169,7 +168,7 @@ class RunTracker:
         try:
             self.flush()
             self.client.set_terminated(self.run_id, status=status)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("mlflow_finish_failed", error=str(exc))
         finally:
             if self._pool is not None:
