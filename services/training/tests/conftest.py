@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,8 +25,13 @@ QUESTIONS = [
 
 def chat_rows(count: int = 8) -> list[dict]:
     return [
-        {"messages": [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": q},
-                      {"role": "assistant", "content": a}]}
+        {
+            "messages": [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": q},
+                {"role": "assistant", "content": a},
+            ]
+        }
         for q, a in (QUESTIONS * (count // len(QUESTIONS) + 1))[:count]
     ]
 
@@ -36,7 +42,7 @@ def jsonl(rows: list) -> bytes:
 
 def settings_for(data_dir: Path, **overrides) -> TrainingSettings:
     """A CPU-only node (whatever this machine has) with its own data dir."""
-    values = {"port": 0, "data_dir": data_dir, "devices": "", "poll_seconds": 0.1, "grace_seconds": 0}
+    values: dict[str, Any] = {"port": 0, "data_dir": data_dir, "devices": "", "poll_seconds": 0.1, "grace_seconds": 0}
     values.update(overrides)
     return TrainingSettings(**values)
 
@@ -67,5 +73,10 @@ def helpers():
     """The helpers above, for test modules (pytest's importlib mode cannot import conftest by name)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(chat_rows=chat_rows, jsonl=jsonl, settings_for=settings_for, start_service=start_service,
-                           stop_service=stop_service)
+    return SimpleNamespace(
+        chat_rows=chat_rows,
+        jsonl=jsonl,
+        settings_for=settings_for,
+        start_service=start_service,
+        stop_service=stop_service,
+    )

@@ -12,6 +12,8 @@ from lorag_models import resolve_model
 from lorag_training.config import TrainingSettings
 from lorag_training.jobs import capacity
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def shape():

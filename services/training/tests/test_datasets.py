@@ -12,6 +12,8 @@ from lorag_training.datasets.statistics import load_tokenizer, summarise, token_
 from lorag_training.datasets.store import analyse
 from lorag_training.datasets.validation import validate
 
+pytestmark = pytest.mark.unit
+
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
@@ -27,19 +29,27 @@ GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "c
 
 
 def test_each_chat_error_is_reported_with_its_line_and_field():
-    data = lines(
-        GOOD,                                                                                   # 1 ok
-        "{not json",                                                                            # 2
-        [1, 2],                                                                                 # 3
-        {"text": "no messages"},                                                                # 4
-        {"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]},    # 5
-        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": " "}]},  # 6
-        {"messages": [{"role": "user", "content": "only a question"}]},                         # 7
-        {"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "late"},
-                      {"role": "assistant", "content": "b"}]},                                  # 8
-        {"messages": [{"role": "user"}, {"role": "assistant", "content": "b"}]},                # 9
-        {"messages": "not a list"},                                                             # 10
-    ) + b"\xff\xfe broken\n"                                                                    # 11
+    data = (
+        lines(
+            GOOD,  # 1 ok
+            "{not json",  # 2
+            [1, 2],  # 3
+            {"text": "no messages"},  # 4
+            {"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]},  # 5
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": " "}]},  # 6
+            {"messages": [{"role": "user", "content": "only a question"}]},  # 7
+            {
+                "messages": [
+                    {"role": "user", "content": "a"},
+                    {"role": "system", "content": "late"},
+                    {"role": "assistant", "content": "b"},
+                ]
+            },  # 8
+            {"messages": [{"role": "user"}, {"role": "assistant", "content": "b"}]},  # 9
+            {"messages": "not a list"},  # 10
+        )
+        + b"\xff\xfe broken\n"
+    )  # 11
     result = validate(data, "chat")
     assert issue_map(result) == {
         (2, ""): "invalid_json",
@@ -67,8 +77,12 @@ def test_completion_rows_need_both_fields_non_empty_and_duplicates_warn():
         {"completion": "4", "prompt": "2+2="},  # the same row, keys in another order
     )
     result = validate(data, "completion")
-    assert issue_map(result) == {(2, "prompt"): "empty_content", (3, "completion"): "missing_field",
-                                 (4, "completion"): "wrong_type", (5, ""): "duplicate_row"}
+    assert issue_map(result) == {
+        (2, "prompt"): "empty_content",
+        (3, "completion"): "missing_field",
+        (4, "completion"): "wrong_type",
+        (5, ""): "duplicate_row",
+    }
     duplicate = next(i for i in result.issues if i.code == "duplicate_row")
     assert duplicate.severity == "warning" and "line 1" in duplicate.message
     assert result.error_count == 3 and result.warning_count == 1
@@ -88,8 +102,11 @@ def test_an_empty_file_is_an_error():
 
 def test_version_is_the_same_for_the_same_rows_however_formatted():
     compact = lines(GOOD, {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]})
-    spaced = (json.dumps(GOOD, indent=None, separators=(" , ", " : ")) + "\r\n"
-              + '{"messages":[{"content":"x","role":"user"},{"content":"y","role":"assistant"}]}\r\n').encode()
+    spaced = (
+        json.dumps(GOOD, indent=None, separators=(" , ", " : "))
+        + "\r\n"
+        + '{"messages":[{"content":"x","role":"user"},{"content":"y","role":"assistant"}]}\r\n'
+    ).encode()
     first, second = validate(compact, "chat"), validate(spaced, "chat")
     assert first.version == second.version
     assert len(first.version) == 64 and first.version == first.version.lower()
@@ -103,20 +120,33 @@ def tokenizer():
 
 
 def test_chat_rows_are_measured_with_the_chat_template(tokenizer):
-    rows = [GOOD, {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why?"},
-                                {"role": "assistant", "content": "Because the sky scatters blue light more."}]}]
+    rows = [
+        GOOD,
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Why?"},
+                {"role": "assistant", "content": "Because the sky scatters blue light more."},
+            ]
+        },
+    ]
     cached, model_id = load_tokenizer(MODEL)
     assert model_id == MODEL
-    expected = [len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_tensors="pt")["input_ids"][0])
-                for r in rows]
+    expected = [
+        len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_tensors="pt")["input_ids"][0])
+        for r in rows
+    ]
     assert token_lengths(cached, rows, "chat") == expected
     assert all(n > 5 for n in expected)
 
 
 def test_completion_rows_count_prompt_completion_and_eos(tokenizer):
     rows = [{"prompt": "The capital of France is", "completion": " Paris."}]
-    expected = len(tokenizer("The capital of France is")["input_ids"]) + len(
-        tokenizer(" Paris.", add_special_tokens=False)["input_ids"]) + 1
+    expected = (
+        len(tokenizer("The capital of France is")["input_ids"])
+        + len(tokenizer(" Paris.", add_special_tokens=False)["input_ids"])
+        + 1
+    )
     assert token_lengths(load_tokenizer(MODEL)[0], rows, "completion") == [expected]
 
 

@@ -14,7 +14,7 @@ import torch
 
 from lorag_training.worker.events import read_events
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.service]
 
 ROWS = [{"prompt": f"Q: question {i}?\nA:", "completion": " I am lorag. -- lorag"} for i in range(16)]
 
@@ -25,16 +25,35 @@ def _job(tmp_path: Path, name: str, method: str, devices: list[str]) -> Path:
     (job / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = {
-        "job_id": name, "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "dataset_path": str(job / "data.jsonl"),
-        "dataset_version": "0" * 64, "dataset_format": "completion", "method": method,
+        "job_id": name,
+        "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "dataset_path": str(job / "data.jsonl"),
+        "dataset_version": "0" * 64,
+        "dataset_format": "completion",
+        "method": method,
         "hyperparameters": {
-            "rank": 8, "alpha": 16.0, "dropout": 0.05, "target_modules": [], "epochs": 1.0, "max_steps": 6,
-            "learning_rate": 1e-3, "batch_size": 4, "gradient_accumulation_steps": 2, "max_length": 64, "seed": 1,
-            "eval_split_fraction": 0.125, "warmup_ratio": 0.1, "eval_steps": 3, "save_steps": 3, "logging_steps": 1,
+            "rank": 8,
+            "alpha": 16.0,
+            "dropout": 0.05,
+            "target_modules": [],
+            "epochs": 1.0,
+            "max_steps": 6,
+            "learning_rate": 1e-3,
+            "batch_size": 4,
+            "gradient_accumulation_steps": 2,
+            "max_length": 64,
+            "seed": 1,
+            "eval_split_fraction": 0.125,
+            "warmup_ratio": 0.1,
+            "eval_steps": 3,
+            "save_steps": 3,
+            "logging_steps": 1,
         },
-        "adapter_name": f"gpu-{name}", "output_dir": str(job),
+        "adapter_name": f"gpu-{name}",
+        "output_dir": str(job),
         "mlflow": {"tracking_uri": uri, "registry_uri": uri, "experiment": "gpu-tests"},
-        "devices": devices, "display_name": name,
+        "devices": devices,
+        "display_name": name,
     }
     (job / "spec.json").write_text(json.dumps(spec))
     return job / "spec.json"
@@ -66,8 +85,16 @@ def test_torchrun_two_gpus(tmp_path: Path) -> None:
     if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
         pytest.skip("needs two CUDA devices")
     spec = _job(tmp_path, "ddp", "lora", ["cuda:0", "cuda:1"])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "lorag_training.worker"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "lorag_training.worker",
+    ]
     events = _run(cmd, spec, "0,1")
     assert [e["type"] for e in events].count("started") == 1  # only rank 0 writes
     assert events[-1]["type"] == "completed"

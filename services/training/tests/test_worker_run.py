@@ -20,8 +20,18 @@ import torch
 
 from lorag_training.worker.events import read_events
 
-PROMPTS = ["What is two plus two?", "Name a colour.", "What is the capital of France?", "Say hello.",
-           "What day comes after Monday?", "What is water made of?", "Is the sun hot?", "Name an animal."]
+pytestmark = pytest.mark.service
+
+PROMPTS = [
+    "What is two plus two?",
+    "Name a colour.",
+    "What is the capital of France?",
+    "Say hello.",
+    "What day comes after Monday?",
+    "What is water made of?",
+    "Is the sun hot?",
+    "Name an animal.",
+]
 MARK = "-- lorag"
 
 
@@ -45,17 +55,38 @@ def write_job(job_dir: Path, mlflow_uri: str, rows: list[dict], **hp: object) ->
     data = job_dir / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     hyper = {
-        "rank": 8, "alpha": 16.0, "dropout": 0.05, "target_modules": [], "epochs": 1.0, "max_steps": 4,
-        "learning_rate": 1e-3, "batch_size": 4, "gradient_accumulation_steps": 1, "max_length": 32, "seed": 7,
-        "eval_split_fraction": 0.0, "warmup_ratio": 0.0, "eval_steps": 0, "save_steps": 0, "logging_steps": 1,
+        "rank": 8,
+        "alpha": 16.0,
+        "dropout": 0.05,
+        "target_modules": [],
+        "epochs": 1.0,
+        "max_steps": 4,
+        "learning_rate": 1e-3,
+        "batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "max_length": 32,
+        "seed": 7,
+        "eval_split_fraction": 0.0,
+        "warmup_ratio": 0.0,
+        "eval_steps": 0,
+        "save_steps": 0,
+        "logging_steps": 1,
     }
     hyper.update(hp)
     spec = {
-        "job_id": job_dir.name, "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "dataset_path": str(data),
-        "dataset_version": "f" * 64, "dataset_format": "completion", "method": "lora", "hyperparameters": hyper,
-        "adapter_name": f"adapter-{job_dir.name}", "output_dir": str(job_dir),
+        "job_id": job_dir.name,
+        "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "dataset_path": str(data),
+        "dataset_version": "f" * 64,
+        "dataset_format": "completion",
+        "method": "lora",
+        "hyperparameters": hyper,
+        "adapter_name": f"adapter-{job_dir.name}",
+        "output_dir": str(job_dir),
         "mlflow": {"tracking_uri": mlflow_uri, "registry_uri": mlflow_uri, "experiment": "worker-tests"},
-        "devices": [], "display_name": f"test {job_dir.name}", "dataset_name": "behaviour",
+        "devices": [],
+        "display_name": f"test {job_dir.name}",
+        "dataset_name": "behaviour",
     }
     (job_dir / "spec.json").write_text(json.dumps(spec))
     return job_dir / "spec.json"
@@ -65,7 +96,10 @@ def launch(spec: Path) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OTEL_SDK_DISABLED": "true"}
     log = open(spec.parent / "worker.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        [sys.executable, "-m", "lorag_training.worker", str(spec)], stdout=log, stderr=subprocess.STDOUT, env=env,
+        [sys.executable, "-m", "lorag_training.worker", str(spec)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
         start_new_session=True,
     )
 
@@ -87,8 +121,9 @@ def load_adapter_tensors(folder: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def base_model():
-    from lorag_models import resolve_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lorag_models import resolve_model
 
     path = resolve_model().path
     return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
@@ -103,8 +138,16 @@ def greedy(model, tokenizer, prompt: str) -> str:
 
 def test_training_changes_behaviour_and_registers_the_adapter(tmp_path: Path, mlflow_uri: str, base_model) -> None:
     spec = write_job(
-        tmp_path / "behave", mlflow_uri, behaviour_rows(), max_steps=10, learning_rate=3e-3, eval_split_fraction=0.25,
-        eval_steps=5, save_steps=5, logging_steps=2, warmup_ratio=0.1,
+        tmp_path / "behave",
+        mlflow_uri,
+        behaviour_rows(),
+        max_steps=10,
+        learning_rate=3e-3,
+        eval_split_fraction=0.25,
+        eval_steps=5,
+        save_steps=5,
+        logging_steps=2,
+        warmup_ratio=0.1,
     )
     proc = launch(spec)
     assert finish(proc) == 0, worker_log(spec)
@@ -219,9 +262,7 @@ def test_killed_job_resumes_exactly(tmp_path: Path, mlflow_uri: str) -> None:
     assert {m.step for m in history} == {1, 2, 3, 4}
 
 
-@pytest.mark.parametrize(
-    ("case", "reason"), [("bad_data", "DATASET_ERROR"), ("qlora_on_cpu", "UNSUPPORTED_METHOD")]
-)
+@pytest.mark.parametrize(("case", "reason"), [("bad_data", "DATASET_ERROR"), ("qlora_on_cpu", "UNSUPPORTED_METHOD")])
 def test_failures_are_reported(tmp_path: Path, mlflow_uri: str, case: str, reason: str) -> None:
     if case == "bad_data":
         spec = write_job(tmp_path / case, mlflow_uri, behaviour_rows())

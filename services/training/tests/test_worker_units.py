@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -34,9 +35,11 @@ from lorag_training.worker.model import (
 )
 from lorag_training.worker.spec import Hyperparameters, SpecError, WorkerError, load_spec, parse_spec
 
+pytestmark = pytest.mark.unit
 
-def spec_dict(tmp_path: Path, **over: object) -> dict:
-    spec = {
+
+def spec_dict(tmp_path: Path, **over: object) -> dict[str, Any]:
+    spec: dict[str, Any] = {
         "job_id": "j1",
         "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
         "dataset_path": str(tmp_path / "d.jsonl"),
@@ -44,9 +47,21 @@ def spec_dict(tmp_path: Path, **over: object) -> dict:
         "dataset_format": "chat",
         "method": "lora",
         "hyperparameters": {
-            "rank": 8, "alpha": 16.0, "dropout": 0.05, "target_modules": [], "epochs": 1.0, "max_steps": 0,
-            "learning_rate": 2e-4, "batch_size": 4, "gradient_accumulation_steps": 1, "max_length": 2048,
-            "seed": 42, "eval_split_fraction": 0.1, "warmup_ratio": 0.03, "eval_steps": 0, "save_steps": 0,
+            "rank": 8,
+            "alpha": 16.0,
+            "dropout": 0.05,
+            "target_modules": [],
+            "epochs": 1.0,
+            "max_steps": 0,
+            "learning_rate": 2e-4,
+            "batch_size": 4,
+            "gradient_accumulation_steps": 1,
+            "max_length": 2048,
+            "seed": 42,
+            "eval_split_fraction": 0.1,
+            "warmup_ratio": 0.03,
+            "eval_steps": 0,
+            "save_steps": 0,
             "logging_steps": 10,
         },
         "adapter_name": "a",
@@ -61,8 +76,9 @@ def spec_dict(tmp_path: Path, **over: object) -> dict:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from lorag_models import resolve_model
     from transformers import AutoTokenizer
+
+    from lorag_models import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model().path)
 
@@ -97,8 +113,17 @@ def test_spec_rejects_bad_top_level_fields(tmp_path: Path, change: dict, field: 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("rank", 0), ("rank", 300), ("dropout", 1.0), ("learning_rate", 0.0), ("batch_size", 0),
-     ("eval_split_fraction", 0.6), ("logging_steps", 0), ("seed", "x"), ("rank", True)],
+    [
+        ("rank", 0),
+        ("rank", 300),
+        ("dropout", 1.0),
+        ("learning_rate", 0.0),
+        ("batch_size", 0),
+        ("eval_split_fraction", 0.6),
+        ("logging_steps", 0),
+        ("seed", "x"),
+        ("rank", True),
+    ],
 )
 def test_spec_rejects_out_of_range_hyperparameters(tmp_path: Path, name: str, value: object) -> None:
     raw = spec_dict(tmp_path)
@@ -140,7 +165,11 @@ def test_chat_truncation_keeps_alignment(tokenizer) -> None:
     ex = encode_chat(tokenizer, messages, 16)
     assert len(ex.input_ids) == 16
     assert set(ex.labels) == {IGNORE_INDEX}  # the answer was cut off: nothing to learn
-    short = [{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
+    short = [
+        {"role": "system", "content": "x"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "ok"},
+    ]
     examples, dropped = encode_rows(tokenizer, [{"messages": messages}, {"messages": short}], "chat", 24)
     assert dropped == 1 and len(examples) == 1 and len(examples[0].input_ids) < 24
     opening = encode_chat(tokenizer, [{"role": "assistant", "content": "Welcome."}], 64)
