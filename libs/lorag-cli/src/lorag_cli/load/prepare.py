@@ -10,12 +10,10 @@ Each returns a note saying what it found or did, for the report.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from pathlib import Path
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lorag.gateway.v1 import gateway_service_pb2
 from lorag_cli.load.payloads import (
@@ -36,6 +34,7 @@ from lorag_client import (
     ServiceClient,
     document,
 )
+from lorag_core import probe
 
 DEFAULT_DIMENSIONS = 384  # The collection's size when no embedding service says otherwise.
 
@@ -62,12 +61,9 @@ async def ensure_corpus(options: LoadOptions, text: TextSource, address_of: Call
 
 
 async def _serving(client: ServiceClient) -> bool:
-    """Whether the standard health service behind ``client`` answers SERVING (not part of any lorag contract)."""
-    try:
-        reply = await health_pb2_grpc.HealthStub(client.channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
-    except grpc.RpcError:
-        return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
+    """Whether the server behind ``client`` is SERVING, by the chassis' health probe (off the event loop)."""
+    serving, _ = await asyncio.to_thread(probe.check, client.target)
+    return serving
 
 
 async def _ingest_through_gateway(

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -204,7 +205,7 @@ def open_log(path: Path, header: str) -> IO[bytes]:
     return fh
 
 
-class ManagedServer:
+class ManagedServer(ABC):
     """What a locally launched server (Weaviate, Jaeger) shares: stop, log tail and use as a context manager.
 
     Subclasses set ``self._proc`` in ``start()``, define ``wait_ready()`` and ``log_path``, and may change
@@ -215,13 +216,13 @@ class ManagedServer:
     log_path: Path
     stop_grace: float = 15.0
 
+    @abstractmethod
     def start(self, *, detach: bool = False) -> int:
         """Launch the server; return its pid."""
-        raise NotImplementedError
 
+    @abstractmethod
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Return once the server answers; raise when it does not within ``timeout`` seconds."""
-        raise NotImplementedError
 
     def stop(self, grace: float | None = None) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; safe to call twice."""
